@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the whole mqdb test suite on a fresh machine: installs what the tests
+# need when it is missing, then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real peers the interop tests drive: command -> Debian package.
+declare -A peers=([mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients)
+missing=()
+for cmd in "${!peers[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${peers[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing test peers: ${missing[*]}"
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2046
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(printf '%s\n' "${missing[@]}" | sort -u)
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is required (Rust 1.85 or newer): install it with rustup" >&2
+  exit 1
+fi
+
+cargo test --workspace --locked "$@"

@@ -1,0 +1,293 @@
+//! `Store`: the handle the rest of mqdb uses. Reads go straight to the engine
+//! (any thread, no lock); writes go to the writer thread (see `writer.rs`) and
+//! resolve once durable; committed changes are published on the feed.
+
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::StorageError;
+use crate::engine::{Engine, FjallEngine, Space};
+use crate::feed::ChangeCursor;
+use crate::format::{
+    NodeId, decode_log, decode_record, index_prefix, record_key, validate_key_part,
+};
+use crate::hlc::Hlc;
+use crate::types::{Change, Record, WriteOp, WriteOutcome};
+use crate::writer::{Request, Writer};
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory of the database (created if missing).
+    pub path: PathBuf,
+    /// `true`: every commit is fsynced before writes are acknowledged.
+    /// `false` ("buffered"): commits reach the OS, not necessarily the disk.
+    pub sync: bool,
+    /// This node's id (0 for a single server).
+    pub node: NodeId,
+}
+
+/// Capacity of the writer's queue: callers wait (back-pressure) when it is full.
+const QUEUE: usize = 4_096;
+/// Changes buffered for slow feed receivers before they must catch up from the log.
+const FEED_CAPACITY: usize = 16_384;
+
+/// A handle to the store. Cheap to clone; the writer stops when the last
+/// handle is dropped.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Arc<dyn Engine>,
+    writes: mpsc::Sender<Request>,
+    feed: broadcast::Sender<Arc<Change>>,
+    last_seq: Arc<AtomicU64>,
+    node: NodeId,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    /// Closes the writer's queue and waits for it to finish its last commit,
+    /// so that the engine is released (and can be reopened) once the last
+    /// handle is gone.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.writes, closed));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        if let Err(e) = self.engine.flush() {
+            tracing::warn!(error = %e, "flushing the store at close failed; the journal still has every commit");
+        }
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("last_seq", &self.last_seq)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+/// Records of a table in id order (tombstones skipped).
+pub type RecordIter = Box<dyn Iterator<Item = Result<Record, StorageError>> + Send>;
+
+impl Store {
+    /// Opens the store with the fjall engine and starts the writer thread.
+    pub fn open(config: StoreConfig) -> Result<Store, StorageError> {
+        std::fs::create_dir_all(&config.path).map_err(|e| {
+            StorageError::Engine(format!("cannot create {}: {e}", config.path.display()))
+        })?;
+        let engine = FjallEngine::open(&config.path)?;
+        Self::with_engine(Arc::new(engine), config.sync, config.node)
+    }
+
+    /// Starts a store over any engine.
+    pub fn with_engine(
+        engine: Arc<dyn Engine>,
+        sync: bool,
+        node: NodeId,
+    ) -> Result<Store, StorageError> {
+        // The log's last entry gives the next sequence number and a clock floor.
+        let (last_seq, last_hlc) = match engine.last(Space::Log)? {
+            Some((k, v)) => {
+                let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
+                    StorageError::Format {
+                        what: "change log key",
+                        format: 0,
+                    }
+                })?);
+                (seq, decode_log(v)?.hlc)
+            }
+            None => (0, 0),
+        };
+        let last_seq = Arc::new(AtomicU64::new(last_seq));
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let (writes, rx) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            engine: engine.clone(),
+            clock: Hlc::new(last_hlc),
+            node,
+            next_seq: last_seq.load(Ordering::Relaxed) + 1,
+            sync,
+            feed: feed.clone(),
+            last_seq: last_seq.clone(),
+            poisoned: None,
+        };
+        let writer = std::thread::Builder::new()
+            .name("mqdb-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StorageError::Engine(format!("cannot start the writer thread: {e}")))?;
+        let inner = Inner {
+            engine,
+            writes,
+            feed,
+            last_seq,
+            node,
+            writer: Some(writer),
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.inner.node
+    }
+
+    /// Submits writes; resolves when they are committed (durable if the store
+    /// syncs). Waits for queue space when the writer is behind.
+    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, StorageError> {
+        for op in &ops {
+            validate_key_part(&op.table, "table")?;
+            validate_key_part(&op.id, "id")?;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .writes
+            .send(Request { ops, reply })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// One write.
+    pub async fn write_one(&self, op: WriteOp) -> Result<WriteOutcome, StorageError> {
+        let mut outcomes = self.write(vec![op]).await?;
+        outcomes.pop().ok_or(StorageError::Closed)
+    }
+
+    /// The live record `table/id`, if any.
+    pub fn get(&self, table: &str, id: &str) -> Result<Option<Record>, StorageError> {
+        let Some(raw) = self
+            .inner
+            .engine
+            .get(Space::Records, &record_key(table, id))?
+        else {
+            return Ok(None);
+        };
+        let r = decode_record(raw)?;
+        Ok((!r.tombstone).then(|| Record {
+            id: id.to_string(),
+            value: r.payload,
+            seq: r.seq,
+            hlc: r.hlc,
+            node: r.node,
+        }))
+    }
+
+    /// Live records of `table` whose id starts with `id_prefix`, in id order,
+    /// streamed from the engine (never collected in memory).
+    pub fn scan(&self, table: &str, id_prefix: &str) -> RecordIter {
+        let skip = table.len() + 1;
+        let iter = self
+            .inner
+            .engine
+            .prefix(Space::Records, &record_key(table, id_prefix));
+        Box::new(iter.filter_map(move |entry| {
+            let (key, value) = match entry {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e)),
+            };
+            let r = match decode_record(value) {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            if r.tombstone {
+                return None;
+            }
+            let id = String::from_utf8_lossy(&key[skip..]).into_owned();
+            Some(Ok(Record {
+                id,
+                value: r.payload,
+                seq: r.seq,
+                hlc: r.hlc,
+                node: r.node,
+            }))
+        }))
+    }
+
+    /// Ids of `table` records whose `attribute` index key lies within the
+    /// bounds, in index order. Bounds are value keys as given to `IndexEntry`.
+    pub fn index_range(
+        &self,
+        table: &str,
+        attribute: &str,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Box<dyn Iterator<Item = Result<String, StorageError>> + Send> {
+        let prefix = index_prefix(table, attribute);
+        let with = |v: &[u8], tail: &[u8]| [prefix.as_slice(), v, tail].concat();
+        // Ids are UTF-8, which never contains 0xFF: `value ++ 0xFF` sorts after
+        // every entry of `value` and before every greater value.
+        let start = match lower {
+            Bound::Included(v) => Bound::Included(with(v, &[])),
+            Bound::Excluded(v) => Bound::Excluded(with(v, &[0xFF])),
+            Bound::Unbounded => Bound::Included(prefix.clone()),
+        };
+        let end = match upper {
+            Bound::Included(v) => Bound::Included(with(v, &[0xFF])),
+            Bound::Excluded(v) => Bound::Excluded(with(v, &[])),
+            Bound::Unbounded => {
+                let mut end = prefix.clone();
+                *end.last_mut().expect("prefix ends in a separator") = 1;
+                Bound::Excluded(end)
+            }
+        };
+        let iter = self.inner.engine.range(Space::Index, (start, end));
+        Box::new(iter.map(|e| e.map(|(_, id)| String::from_utf8_lossy(&id).into_owned())))
+    }
+
+    /// The sequence number of the last committed change (0 if none).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Committed changes with sequence numbers in `from..=to`, from the log.
+    pub fn changes(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Box<dyn Iterator<Item = Result<Arc<Change>, StorageError>> + Send> {
+        if from > to {
+            return Box::new(std::iter::empty());
+        }
+        let range = (
+            Bound::Included(from.to_be_bytes().to_vec()),
+            Bound::Included(to.to_be_bytes().to_vec()),
+        );
+        Box::new(self.inner.engine.range(Space::Log, range).map(|entry| {
+            let (k, v) = entry?;
+            let seq =
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StorageError::Format {
+                    what: "change log key",
+                    format: 0,
+                })?);
+            let e = decode_log(v)?;
+            Ok(Arc::new(Change {
+                seq,
+                table: e.table.into(),
+                id: e.id.into(),
+                op: e.op,
+                hlc: e.hlc,
+                node: e.node,
+            }))
+        }))
+    }
+
+    /// A cursor over every change after `after`, live, in commit order, with
+    /// no gap and no duplicate: receivers that fall behind the in-memory feed
+    /// catch up from the log.
+    pub fn follow(&self, after: u64) -> ChangeCursor {
+        ChangeCursor::new(self.clone(), self.inner.feed.subscribe(), after)
+    }
+}

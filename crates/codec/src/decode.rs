@@ -78,7 +78,9 @@ pub fn decode(
         });
     }
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // Grow towards the announced size, but never reserve more than 1 MiB
+        // on the word of a header alone: memory follows bytes received.
+        buf.reserve((total - buf.len()).min(1 << 20));
         return Ok(None);
     }
     let mut body = buf.split_to(total).freeze();
@@ -243,6 +245,7 @@ fn connect(buf: &mut Bytes) -> Result<Connect, DecodeError> {
         } else {
             Default::default()
         };
+        check_response_topic(properties.response_topic.as_deref())?;
         let topic = read_string(buf, "will topic")?;
         if topic.is_empty() {
             return Err(DecodeError::EmptyTopicName);
@@ -279,6 +282,14 @@ fn connect(buf: &mut Bytes) -> Result<Connect, DecodeError> {
         username,
         password,
     })
+}
+
+/// MQTT-3.3.2-14: a Response Topic is a topic name, without wildcards.
+fn check_response_topic(topic: Option<&str>) -> Result<(), DecodeError> {
+    match topic {
+        Some(t) if t.contains(['+', '#']) => Err(DecodeError::ResponseTopicWildcard),
+        _ => Ok(()),
+    }
 }
 
 fn connack(buf: &mut Bytes, v5: bool) -> Result<ConnAck, DecodeError> {
@@ -329,6 +340,7 @@ fn publish(buf: &mut Bytes, flags: u8, v5: bool) -> Result<Publish, DecodeError>
     if topic.is_empty() && properties.topic_alias.is_none() {
         return Err(DecodeError::EmptyTopicName);
     }
+    check_response_topic(properties.response_topic.as_deref())?;
     let payload = std::mem::take(buf);
     Ok(Publish {
         dup: flags & 0b1000 != 0,
@@ -398,7 +410,13 @@ fn subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions, Decod
     if byte & reserved != 0 {
         return Err(DecodeError::SubscriptionOptionsReserved);
     }
-    let qos = QoS::from_u8(byte & 0b11).ok_or(DecodeError::InvalidQos)?;
+    // 5.0 section 3.8.3.1: Maximum QoS 3 is a Protocol Error; 3.1.1
+    // MQTT-3.8.3-4: malformed.
+    let qos = QoS::from_u8(byte & 0b11).ok_or(if v5 {
+        DecodeError::InvalidSubscriptionQos
+    } else {
+        DecodeError::InvalidQos
+    })?;
     let retain_handling = match (byte >> 4) & 0b11 {
         0 => RetainHandling::SendAtSubscribe,
         1 => RetainHandling::SendIfNew,
@@ -510,18 +528,16 @@ fn disconnect(buf: &mut Bytes, v5: bool) -> Result<Disconnect, DecodeError> {
 }
 
 fn auth(buf: &mut Bytes) -> Result<Auth, DecodeError> {
-    // Section 3.15.2.1: an empty body means Success with no properties.
+    // Section 3.15.2.1: the reason code and the properties are omitted
+    // together, meaning Success with no properties; otherwise both are there.
     if buf.is_empty() {
         return Ok(Auth::default());
     }
     let reason_code = reason_code(buf, PacketType::Auth, ReasonContext::Auth)?;
-    let properties = if buf.is_empty() {
-        AuthProperties::default()
-    } else {
-        AuthProperties::decode(buf)?
-    };
-    if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
-        return Err(DecodeError::AuthDataWithoutMethod);
+    let properties = AuthProperties::decode(buf)?;
+    // Section 3.15.2.2.2: omitting the Authentication Method is a Protocol Error.
+    if properties.authentication_method.is_none() {
+        return Err(DecodeError::AuthWithoutMethod);
     }
     Ok(Auth {
         reason_code,

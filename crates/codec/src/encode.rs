@@ -116,11 +116,15 @@ fn body_len(packet: &Packet, version: Version) -> Result<usize, EncodeError> {
             d.properties.is_empty(),
         ),
         Packet::Disconnect(_) => 0,
-        Packet::Auth(a) if v5 => optional_reason_len(
-            a.reason_code,
-            a.properties.encoded_len(),
-            a.properties.is_empty(),
-        ),
+        // Section 3.15.2.1: reason code and properties are omitted together
+        // (Success without properties) or both written.
+        Packet::Auth(a) if v5 => {
+            if a.reason_code == ReasonCode::Success && a.properties.is_empty() {
+                0
+            } else {
+                1 + a.properties.encoded_len()
+            }
+        }
         Packet::Auth(_) => return Err(EncodeError::NotInVersion(PacketType::Auth)),
     })
 }
@@ -242,9 +246,7 @@ fn write_body(packet: &Packet, version: Version, buf: &mut BytesMut) -> Result<(
         Packet::Auth(a) => {
             if a.reason_code != ReasonCode::Success || !a.properties.is_empty() {
                 buf.put_u8(a.reason_code.as_u8());
-                if !a.properties.is_empty() {
-                    a.properties.encode(buf)?;
-                }
+                a.properties.encode(buf)?;
             }
         }
     }

@@ -39,6 +39,17 @@ pub enum DecodeError {
     /// A QoS of 3 in PUBLISH, a will or a subscription (MQTT-3.3.1-4, MQTT-3.1.2-12).
     #[error("QoS 3 is not a valid quality of service")]
     InvalidQos,
+    /// A subscription's Maximum QoS of 3 on MQTT 5.0: a Protocol Error
+    /// (section 3.8.3.1; on 3.1.1 it is malformed: `InvalidQos`).
+    #[error("subscription QoS 3 is not a valid quality of service")]
+    InvalidSubscriptionQos,
+    /// A Response Topic containing `+` or `#` (MQTT-3.3.2-14, and section
+    /// 3.1.3.2.5 for the will).
+    #[error("response topic contains a wildcard character")]
+    ResponseTopicWildcard,
+    /// AUTH with a reason code but no Authentication Method (section 3.15.2.2.2).
+    #[error("AUTH without an authentication method")]
+    AuthWithoutMethod,
     /// DUP set on a QoS 0 PUBLISH (MQTT-3.3.1-2).
     #[error("DUP flag set on a QoS 0 PUBLISH")]
     DupWithQos0,
@@ -152,6 +163,9 @@ impl DecodeError {
             | E::DuplicateProperty(_)
             | E::InvalidPropertyValue(_)
             | E::AuthDataWithoutMethod
+            | E::InvalidSubscriptionQos
+            | E::ResponseTopicWildcard
+            | E::AuthWithoutMethod
             | E::NoTopicFilters(_) => ReasonCode::ProtocolError,
             E::VarIntTooLong
             | E::VarIntNotMinimal

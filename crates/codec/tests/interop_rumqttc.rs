@@ -782,31 +782,25 @@ fn rumqttc_auth(wire: &[u8]) -> r5::Packet {
 }
 
 #[test]
-fn v5_auth_from_rumqttc_without_properties() {
+fn v5_auth_from_rumqttc_without_properties_is_refused_for_lacking_a_method() {
+    // rumqttc writes an AUTH with a reason code and an empty property list;
+    // 5.0 §3.15.2.2.2 makes omitting the Authentication Method a Protocol
+    // Error, so mqdb-codec refuses it (a server answers DISCONNECT 0x82).
     for code in [0x00, 0x18, 0x19] {
         let theirs = rumqttc_auth(&[0xF0, 0x02, code, 0x00]);
-        v5_from_rumqttc(&theirs);
-        let reason_code = ReasonCode::from_u8(code).unwrap();
-        let properties = AuthProperties::default();
-        assert_eq!(
-            from_v5(&theirs),
-            Packet::Auth(Auth {
-                reason_code,
-                properties
-            })
-        );
+        let mut wire = BytesMut::new();
+        theirs.write(&mut wire, None).unwrap();
+        let err = decode(&mut wire, V5, &Limits::default()).unwrap_err();
+        assert_eq!(err, mqdb_codec::DecodeError::AuthWithoutMethod);
+        assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
     }
-    // mqdb-codec -> rumqttc is not checked for 0x00: mqdb-codec sends F0 00,
-    // as §3.15.2.1 allows for Success without properties, but rumqttc cannot
-    // read an AUTH with Remaining Length 0. For 0x18 and 0x19 see below.
+    // mqdb-codec sends Success without properties as F0 00 (§3.15.2.1);
+    // rumqttc cannot read an AUTH with Remaining Length 0, so only our side.
     let success = encode_ours(&from_v5(&rumqttc_auth(&[0xF0, 0x02, 0x00, 0x00])), V5);
     assert_eq!(&success[..], [0xF0, 0x00]);
 }
 
 #[test]
-#[ignore = "codec bug: AUTH with reason 0x18/0x19 and no properties is encoded as F0 01 18, \
-            without the Property Length; 5.0 §3.15.2.1 lets the Property Length be omitted only \
-            together with a 0x00 reason code (Remaining Length 0), so it must be F0 02 18 00"]
 fn v5_auth_continue_without_properties_keeps_its_property_length() {
     for code in [0x18, 0x19] {
         let theirs = rumqttc_auth(&[0xF0, 0x02, code, 0x00]);

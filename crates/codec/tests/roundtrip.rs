@@ -16,6 +16,10 @@ fn string() -> impl Strategy<Value = ByteString> {
     "[^\u{0}]{0,12}".prop_map(ByteString::from)
 }
 
+fn response_topic() -> impl Strategy<Value = ByteString> {
+    topic().prop_map(TopicName::into_inner)
+}
+
 fn bytes() -> impl Strategy<Value = Bytes> {
     vec(any::<u8>(), 0..24).prop_map(Bytes::from)
 }
@@ -113,7 +117,7 @@ fn will_properties() -> impl Strategy<Value = WillProperties> {
         option::of(format()),
         option::of(any::<u32>()),
         option::of(string()),
-        option::of(string()),
+        option::of(response_topic()),
         option::of(bytes()),
         user_properties(),
     )
@@ -245,7 +249,7 @@ fn publish_properties() -> impl Strategy<Value = PublishProperties> {
         option::of(format()),
         option::of(any::<u32>()),
         option::of(nz16()),
-        option::of(string()),
+        option::of(response_topic()),
         option::of(bytes()),
         option::of(string()),
         vec(sub_id(), 0..3),
@@ -479,20 +483,18 @@ fn disconnect(version: Version) -> impl Strategy<Value = Packet> {
 }
 
 fn auth() -> impl Strategy<Value = Packet> {
-    (
+    let with_method = (
         reason(ReasonContext::Auth),
-        option::of((string(), option::of(bytes()))),
+        string(),
+        option::of(bytes()),
         option::of(string()),
         user_properties(),
     )
-        .prop_map(|(reason_code, method, rs, up)| {
-            let (authentication_method, authentication_data) = match method {
-                Some((m, d)) => (Some(m), d),
-                None => (None, None),
-            };
+        .prop_map(|(reason_code, method, data, rs, up)| {
+            // Section 3.15.2.2.2: an AUTH with properties names its method.
             let properties = AuthProperties {
-                authentication_method,
-                authentication_data,
+                authentication_method: Some(method),
+                authentication_data: data,
                 reason_string: rs,
                 user_properties: up,
             };
@@ -500,7 +502,8 @@ fn auth() -> impl Strategy<Value = Packet> {
                 reason_code,
                 properties,
             })
-        })
+        });
+    prop_oneof![4 => with_method, 1 => Just(Packet::Auth(Auth::default()))]
 }
 
 fn packet(version: Version) -> BoxedStrategy<Packet> {

@@ -1,14 +1,27 @@
 //! The broker core of mqdb: everything that decides who receives which MQTT
 //! message, written sans-I/O so it can be tested without sockets.
 //!
-//! Today it holds the subscription index ([`trie::TopicTrie`]) and the parsing
-//! of shared-subscription filters ([`share::parse_filter`]). The session state
-//! machine (packets and time in, actions out), QoS 1/2 tables, will and
-//! keep-alive handling come later, as does the tokio connection driver.
+//! - [`session`]: per-client delivery state (QoS 1/2 windows, packet ids,
+//!   exactly-once bookkeeping, resumption), sans-I/O;
+//! - [`trie`]: the subscription index; [`share`]: `$share/...` parsing;
+//! - [`topics`]: topics as records (`Table/<id>`), retained sources of a filter;
+//! - [`message`]: a message shared by its subscribers, encoded once per format;
+//! - [`persist`]: persistent sessions as records;
+//! - `broker`: shared state, routing, the change-feed follower;
+//! - `connection`: the tokio driver over any `AsyncRead + AsyncWrite`.
 //!
-//! It is not: a codec (topic names and filters arrive already validated by
-//! `mqdb-codec`), storage, or a runtime. The core modules must not depend on
-//! tokio; only the connection driver, once it exists, may.
+//! It is not: a codec (packets arrive validated by `mqdb-codec`) or storage
+//! (records go through `mqdb-resource`). Only `broker` and `connection` use
+//! tokio; the other modules are plain data structures.
 
+mod broker;
+mod connection;
+pub mod message;
+pub mod persist;
+pub mod session;
 pub mod share;
+pub mod topics;
 pub mod trie;
+
+pub use broker::{Broker, BrokerConfig, Stats};
+pub use connection::{serve_connection, serve_tcp};

@@ -149,7 +149,7 @@ impl Database {
         body: Body,
         meta: Meta,
     ) -> Result<(String, Written), ResourceError> {
-        let id = generate_id();
+        let id = generate_id(table.primary_key_type());
         let written = self.put(table, &id, body, meta).await?;
         Ok((id, written))
     }
@@ -364,15 +364,30 @@ pub(crate) fn prepare(
     Ok((record::encode(&body, meta), index))
 }
 
-/// A fresh record id: time-ordered (so new records sort last) and random.
-fn generate_id() -> String {
+/// A fresh record id, time-ordered (so new records sort last): for an Int
+/// or Long primary key a number (microseconds since the epoch times 1,000
+/// plus a counter, within i64), else 32 hex digits of time and randomness.
+fn generate_id(key_type: AttrType) -> String {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let nanos = std::time::SystemTime::now()
+    let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    format!("{nanos:016x}{:016x}", h.finish())
+        .unwrap_or_default();
+    match key_type {
+        AttrType::Int => {
+            // i32 range: seconds since 2020 can only be unique per second,
+            // so add the counter's low bits.
+            let secs = since_epoch.as_secs().saturating_sub(1_577_836_800);
+            let n = (secs << 8 | (COUNTER.load(Ordering::Relaxed) & 0xFF)) & 0x7FFF_FFFF;
+            n.to_string()
+        }
+        AttrType::Long => {
+            let micros = since_epoch.as_micros() as u64;
+            (micros * 1000 + COUNTER.load(Ordering::Relaxed) % 1000).to_string()
+        }
+        _ => format!("{:016x}{:016x}", since_epoch.as_nanos() as u64, h.finish()),
+    }
 }

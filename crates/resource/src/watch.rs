@@ -107,6 +107,10 @@ impl Watch {
     }
 
     /// The next event: first the current records, then changes as they commit.
+    ///
+    /// Cancel-safe: dropping the future before it completes loses no event
+    /// (it can be raced in `select!`), because the only await is on the change
+    /// feed cursor, whose position advances only when an event is returned.
     pub async fn next(&mut self) -> Result<WatchEvent, ResourceError> {
         if let Some(initial) = &mut self.initial {
             match initial.next() {

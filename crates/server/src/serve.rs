@@ -1,10 +1,9 @@
 //! `mqdb serve`: logging set-up, the async runtime, the data directory, the
 //! listeners and graceful shutdown on SIGINT/SIGTERM (SPEC §8).
 //!
-//! Owns process lifetime only. The broker, storage engine and REST API are
-//! not built yet; [`run`] is where they will be started, each stopping when
-//! the shutdown future completes. Until then this build binds nothing and
-//! says so.
+//! Owns process lifetime: [`run`] opens the store, loads the schema, starts
+//! the MQTT broker and the REST API, and stops everything when the shutdown
+//! future completes (persistent sessions are stored, the store flushed).
 
 use std::future::Future;
 use std::io::IsTerminal as _;
@@ -40,25 +39,120 @@ pub(crate) fn serve(config_file: Option<&Path>) -> Result<()> {
     })
 }
 
-/// Runs the server until `shutdown` completes.
-///
-/// Later work starts the storage engine, then the MQTT and HTTP listeners
-/// here, hands each a clone of a shutdown broadcast, and on shutdown stops
-/// accepting, flushes, persists sessions and closes (SPEC §8).
+/// Runs the server until `shutdown` completes: opens the store and the
+/// schema, serves REST on the HTTP port, and on shutdown stops accepting,
+/// lets open requests finish and closes the store (flushing it).
 pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     prepare_data_dir(&config.storage.path)?;
     log_settings(&config);
-    for listener in config.listeners() {
-        info!(address = %listener, "configured listener");
+    let schema = load_schema(&config)?;
+    let store = mqdb_storage::Store::open(mqdb_storage::StoreConfig {
+        path: config.storage.path.clone(),
+        sync: config.storage.durability == config::Durability::Fsync,
+        node: 0,
+    })
+    .with_context(|| format!("opening the store in `{}`", config.storage.path.display()))?;
+    info!(last_change = store.last_seq(), "store open");
+    let db = mqdb_resource::Database::new(store, schema);
+
+    let broker = mqdb_broker::Broker::start(
+        db.clone(),
+        mqdb_broker::BrokerConfig {
+            max_packet_size: config.mqtt.max_packet_size,
+            free_topics: config.mqtt.free_topics,
+            require_authentication: config.mqtt.require_authentication,
+            ..mqdb_broker::BrokerConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the broker: {e}"))?;
+    if config.mqtt.require_authentication {
+        warn!(
+            "mqtt.require_authentication is true and users are not implemented yet: every MQTT \
+             client will be refused; set mqtt.require_authentication = false to accept clients"
+        );
     }
-    warn!(
-        "this build has no MQTT or HTTP listener yet: it binds no port and only validates \
-         the configuration and the data directory"
-    );
+    let mqtt_addr = (config.mqtt.host.as_str(), config.mqtt.port);
+    let mqtt = tokio::net::TcpListener::bind(mqtt_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the MQTT port {}:{}",
+                config.mqtt.host, config.mqtt.port
+            )
+        })?;
+    let mqtt_local = mqtt.local_addr().context("reading the MQTT address")?;
+    info!(address = %mqtt_local, "MQTT listening");
+
+    let http_addr = (config.http.host.as_str(), config.http.port);
+    let http = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the HTTP port {}:{}",
+                config.http.host, config.http.port
+            )
+        })?;
+    let http_local = http.local_addr().context("reading the HTTP address")?;
+    info!(address = %http_local, "HTTP (REST) listening");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let http_task = tokio::spawn(mqdb_http::serve(
+        http,
+        db.clone(),
+        wait_for(stopped.clone()),
+    ));
+    let mqtt_task = tokio::spawn(mqdb_broker::serve_tcp(
+        broker.clone(),
+        mqtt,
+        wait_for(stopped),
+    ));
     info!("ready; waiting for SIGINT or SIGTERM");
     shutdown.await;
+    let _ = stop.send(true);
+    match http_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
+        Err(e) => warn!(error = %e, "HTTP server task failed"),
+    }
+    let _ = mqtt_task.await;
+    broker.persist_all().await;
+    // Dropping the last handle closes the writer after its last commit and
+    // flushes the engine, so the next start has nothing to replay.
+    drop(db);
     info!("stopped");
     Ok(())
+}
+
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// The schema files: the configured ones must exist; the default
+/// `schema.graphql` is optional (no file: no tables yet).
+fn load_schema(config: &Config) -> Result<mqdb_resource::Schema> {
+    let files: Vec<_> = if config.schema.files == config::SchemaConfig::default().files {
+        config
+            .schema
+            .files
+            .iter()
+            .filter(|f| f.exists())
+            .cloned()
+            .collect()
+    } else {
+        config.schema.files.clone()
+    };
+    if files.is_empty() {
+        warn!("no schema file (schema.graphql): no tables are defined");
+        return Ok(mqdb_resource::Schema::empty());
+    }
+    let schema = mqdb_resource::Schema::load(&files).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let exported: Vec<_> = schema
+        .tables()
+        .filter_map(|t| t.export.as_deref())
+        .collect();
+    info!(files = ?files, tables = schema.len(), exported = ?exported, "schema loaded");
+    Ok(schema)
 }
 
 /// Creates the data directory if missing and checks that it is writable.
@@ -123,7 +217,11 @@ fn log_settings(config: &Config) {
 fn init_tracing() {
     let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
-        .from_env_lossy();
+        .from_env_lossy()
+        // The storage engine's routine messages (flushes, compactions) are
+        // noise at `info`; its warnings and errors still show.
+        .add_directive("fjall=warn".parse().expect("static directive"))
+        .add_directive("lsm_tree=warn".parse().expect("static directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

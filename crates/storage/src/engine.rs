@@ -59,6 +59,7 @@ pub trait Engine: Send + Sync + 'static {
 
 /// The fjall engine.
 pub struct FjallEngine {
+    path: std::path::PathBuf,
     db: Database,
     records: Keyspace,
     index: Keyspace,
@@ -79,6 +80,7 @@ impl FjallEngine {
         let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         Ok(FjallEngine {
+            path: path.to_path_buf(),
             db,
             records,
             index,
@@ -157,6 +159,14 @@ impl Engine for FjallEngine {
     }
 
     fn flush(&self) -> Result<(), StorageError> {
+        // fjall waits for a memtable flush that cannot succeed if the
+        // directory is gone; the journal is all there is to keep then.
+        if !self.path.is_dir() {
+            return Err(StorageError::Engine(format!(
+                "{} no longer exists",
+                self.path.display()
+            )));
+        }
         for space in [&self.records, &self.index, &self.log, &self.meta] {
             space.rotate_memtable_and_wait()?;
         }

@@ -1,0 +1,828 @@
+//! `Broker`: the shared state of all connections — client sessions, the
+//! subscription trie, query subscriptions — and the two ways messages reach
+//! subscribers: directly (non-retained publishes, free topics) and through
+//! the database's change feed (every record change, whether it came from
+//! MQTT, REST or elsewhere).
+//!
+//! Lock contract: `State` sits behind one `std::sync::Mutex`, held only for
+//! in-memory work (trie lookups, pushing into session queues) and never
+//! across an `.await`. Each client's `ClientState` has its own mutex, taken
+//! while `State` is held or alone, never the other way round.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use mqdb_codec::{Publish, QoS, SubscriptionId, SubscriptionOptions, TopicFilter, TopicName};
+use mqdb_resource::query::Query;
+use mqdb_resource::{Body, Database, Format, Meta, ResourceError, TableDef};
+use mqdb_storage::ChangeOp;
+use tokio::sync::Notify;
+
+use crate::message::{Message, Payload, now_ms};
+use crate::persist::{self, SESSIONS_TABLE, StoredSession, StoredSubscription};
+use crate::session::{Outgoing, Session};
+use crate::topics::{self, RETAINED_TABLE, Target};
+use crate::trie::TopicTrie;
+
+/// Broker settings (the `[mqtt]` section, resolved).
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Largest packet accepted and announced (Maximum Packet Size).
+    pub max_packet_size: u32,
+    /// Messages a session may queue beyond its in-flight window.
+    pub max_queue: usize,
+    /// QoS 1/2 publishes a client may have unacknowledged towards the broker.
+    pub receive_maximum: u16,
+    /// Topics outside the exported tables behave as in a plain broker.
+    pub free_topics: bool,
+    /// Inbound topic aliases accepted per connection (5.0).
+    pub topic_alias_maximum: u16,
+    /// Largest keep-alive granted (0: the client's).
+    pub max_keepalive: u16,
+    /// Packets waiting in one connection's outbox before QoS 0 are dropped.
+    pub max_outbox: usize,
+    /// Refuse clients that cannot authenticate (no user store exists yet, so
+    /// with this set every client is refused).
+    pub require_authentication: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_packet_size: 1024 * 1024,
+            max_queue: 10_000,
+            receive_maximum: 1024,
+            free_topics: true,
+            topic_alias_maximum: 64,
+            max_keepalive: 0,
+            max_outbox: 100_000,
+            require_authentication: false,
+        }
+    }
+}
+
+/// Counters for `$SYS` and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connected clients.
+    pub clients_connected: AtomicU64,
+    /// PUBLISH packets received.
+    pub messages_received: AtomicU64,
+    /// PUBLISH packets sent.
+    pub messages_sent: AtomicU64,
+    /// Messages dropped (full queues).
+    pub messages_dropped: AtomicU64,
+}
+
+/// One subscription of one client.
+#[derive(Debug, Clone)]
+pub(crate) struct Sub {
+    pub(crate) options: SubscriptionOptions,
+    pub(crate) id: Option<SubscriptionId>,
+    pub(crate) format: Format,
+}
+
+/// A client's session and connection, shared between its connection task
+/// and the routers that deliver to it.
+#[derive(Debug)]
+pub(crate) struct ClientState {
+    pub(crate) session: Session,
+    /// The connection currently owning the session, if any.
+    pub(crate) conn: Option<u64>,
+    /// Packets for the connection to write (window-permitted publishes).
+    pub(crate) outbox: Vec<Publish>,
+    /// Wakes the owning connection (new outbox packets, or take-over).
+    pub(crate) wake: Arc<Notify>,
+    /// Session Expiry Interval (seconds; `u32::MAX` never; 0 ends at disconnect).
+    pub(crate) expiry: u32,
+    pub(crate) subscriptions: Vec<(TopicFilter, Sub)>,
+    pub(crate) disconnected_at: u64,
+}
+
+pub(crate) type Client = Arc<Mutex<ClientState>>;
+
+/// Messages streamed one at a time (retained messages of a subscription).
+pub(crate) type MessageIter = Box<dyn Iterator<Item = Arc<Message>> + Send>;
+
+struct QuerySub {
+    client: Arc<str>,
+    table: String,
+    filter: TopicFilter,
+    query: Query,
+    sub: Sub,
+    matching: std::collections::HashSet<String>,
+}
+
+#[derive(Default)]
+struct State {
+    clients: HashMap<Arc<str>, Client>,
+    trie: TopicTrie<(Arc<str>, TopicFilter), Sub>,
+    queries: Vec<QuerySub>,
+}
+
+/// The broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    config: BrokerConfig,
+    state: Mutex<State>,
+    next_conn: AtomicU64,
+    stats: Stats,
+    retained: TableDef,
+    sessions: TableDef,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+/// Why a publish was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    #[error("free topics are disabled on this server")]
+    FreeTopicsDisabled,
+    #[error("{0}")]
+    Resource(#[from] ResourceError),
+}
+
+impl Broker {
+    /// A broker over `db`; restores stored persistent sessions.
+    pub async fn start(db: Database, config: BrokerConfig) -> Result<Broker, ResourceError> {
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                state: Mutex::default(),
+                next_conn: AtomicU64::new(1),
+                stats: Stats::default(),
+                retained: TableDef::schemaless(RETAINED_TABLE),
+                sessions: TableDef::schemaless(SESSIONS_TABLE),
+            }),
+        };
+        broker.restore_sessions()?;
+        let feed = broker.clone();
+        tokio::spawn(async move { feed.follow_changes().await });
+        Ok(broker)
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Attaches connection `conn` to the session of `client_id`, taking it
+    /// over from another connection if needed. Returns the client and
+    /// whether a session was present (CONNACK session-present).
+    pub(crate) fn attach(
+        &self,
+        client_id: &Arc<str>,
+        conn: u64,
+        clean_start: bool,
+        expiry: u32,
+    ) -> (Client, bool) {
+        let mut state = self.inner.state.lock().expect("state lock");
+        let existing = state.clients.get(client_id).cloned();
+        let (client, present) = match existing {
+            Some(client) if !clean_start => {
+                {
+                    let mut c = client.lock().expect("client lock");
+                    if c.conn.is_some() {
+                        // Take-over (MQTT-3.1.4-3): the old connection sees it
+                        // no longer owns the session and closes with 0x8E.
+                        c.wake.notify_one();
+                    }
+                    c.conn = Some(conn);
+                    c.wake = Arc::new(Notify::new());
+                    c.expiry = expiry;
+                }
+                (client, true)
+            }
+            existing => {
+                if let Some(old) = existing {
+                    let mut c = old.lock().expect("client lock");
+                    if c.conn.is_some() {
+                        c.conn = None;
+                        c.wake.notify_one();
+                    }
+                    let subs = std::mem::take(&mut c.subscriptions);
+                    drop(c);
+                    for (filter, _) in subs {
+                        state
+                            .trie
+                            .remove(&filter, &(client_id.clone(), filter.clone()));
+                    }
+                    state.queries.retain(|q| q.client != *client_id);
+                    self.forget_session(client_id);
+                }
+                let client = Arc::new(Mutex::new(ClientState {
+                    session: Session::new(self.inner.config.max_queue),
+                    conn: Some(conn),
+                    outbox: Vec::new(),
+                    wake: Arc::new(Notify::new()),
+                    expiry,
+                    subscriptions: Vec::new(),
+                    disconnected_at: 0,
+                }));
+                state.clients.insert(client_id.clone(), client.clone());
+                (client, false)
+            }
+        };
+        self.inner
+            .stats
+            .clients_connected
+            .fetch_add(1, Ordering::Relaxed);
+        (client, present)
+    }
+
+    /// Detaches connection `conn`. A session with expiry 0 ends now; a
+    /// persistent one stays (and is stored) for its expiry interval.
+    pub(crate) async fn detach(&self, client_id: &Arc<str>, client: &Client, conn: u64) {
+        self.inner
+            .stats
+            .clients_connected
+            .fetch_sub(1, Ordering::Relaxed);
+        let stored = {
+            let mut state = self.inner.state.lock().expect("state lock");
+            let mut c = client.lock().expect("client lock");
+            if c.conn != Some(conn) {
+                return; // taken over: the new connection owns the session
+            }
+            c.conn = None;
+            c.disconnected_at = now_ms();
+            c.session.drop_queued_qos0();
+            c.outbox.clear();
+            if c.expiry == 0 {
+                let subs = std::mem::take(&mut c.subscriptions);
+                drop(c);
+                for (filter, _) in subs {
+                    state
+                        .trie
+                        .remove(&filter, &(client_id.clone(), filter.clone()));
+                }
+                state.queries.retain(|q| q.client != *client_id);
+                if state
+                    .clients
+                    .get(client_id)
+                    .is_some_and(|x| Arc::ptr_eq(x, client))
+                {
+                    state.clients.remove(client_id);
+                }
+                None
+            } else {
+                Some(snapshot(&c))
+            }
+        };
+        match stored {
+            Some(stored) => self.save_session(client_id, &stored).await,
+            None => self.forget_session(client_id),
+        }
+    }
+
+    /// Adds or replaces a subscription. Returns true if it already existed.
+    pub(crate) fn subscribe(
+        &self,
+        client_id: &Arc<str>,
+        client: &Client,
+        filter: &TopicFilter,
+        sub: Sub,
+    ) -> bool {
+        let mut state = self.inner.state.lock().expect("state lock");
+        let key = (client_id.clone(), filter.clone());
+        let existed;
+        if let Some((table, query)) = topics::query_filter(self.inner.db.schema(), filter) {
+            existed = state
+                .queries
+                .iter()
+                .any(|q| q.client == *client_id && q.filter == *filter);
+            state
+                .queries
+                .retain(|q| !(q.client == *client_id && q.filter == *filter));
+            let matching = self
+                .inner
+                .db
+                .query(
+                    table,
+                    &Query {
+                        conditions: query.conditions.clone(),
+                        ..Query::default()
+                    },
+                )
+                .map(|it| it.filter_map(Result::ok).map(|e| e.id).collect())
+                .unwrap_or_default();
+            state.queries.push(QuerySub {
+                client: client_id.clone(),
+                table: table.name.clone(),
+                filter: filter.clone(),
+                query,
+                sub: sub.clone(),
+                matching,
+            });
+        } else {
+            existed = state.trie.insert(filter, key, sub.clone()).is_some();
+        }
+        let mut c = client.lock().expect("client lock");
+        c.subscriptions.retain(|(f, _)| f != filter);
+        c.subscriptions.push((filter.clone(), sub));
+        existed
+    }
+
+    /// Removes a subscription; true if it existed.
+    pub(crate) fn unsubscribe(
+        &self,
+        client_id: &Arc<str>,
+        client: &Client,
+        filter: &TopicFilter,
+    ) -> bool {
+        let mut state = self.inner.state.lock().expect("state lock");
+        let before = state.queries.len();
+        state
+            .queries
+            .retain(|q| !(q.client == *client_id && q.filter == *filter));
+        let removed = state
+            .trie
+            .remove(filter, &(client_id.clone(), filter.clone()))
+            .is_some()
+            || state.queries.len() != before;
+        client
+            .lock()
+            .expect("client lock")
+            .subscriptions
+            .retain(|(f, _)| f != filter);
+        removed
+    }
+
+    /// Stores a persistent session's current state (after subscription
+    /// changes, so a restart keeps them).
+    pub(crate) async fn persist(&self, client_id: &Arc<str>, client: &Client) {
+        let stored = {
+            let c = client.lock().expect("client lock");
+            if c.expiry == 0 {
+                return;
+            }
+            snapshot(&c)
+        };
+        self.save_session(client_id, &stored).await;
+    }
+
+    /// Handles an application message from a client (or a will): writes a
+    /// retained record change durably, stores a free topic's retained
+    /// message, and delivers. Returns once durable.
+    pub(crate) async fn publish(
+        &self,
+        publish: &Publish,
+        origin: Option<&Arc<str>>,
+        declared: Option<Format>,
+    ) -> Result<(), PublishError> {
+        self.inner
+            .stats
+            .messages_received
+            .fetch_add(1, Ordering::Relaxed);
+        let schema = self.inner.db.schema();
+        match topics::resolve(schema, &publish.topic) {
+            Target::Record { table, id } => {
+                if publish.retain {
+                    // The change feed delivers it, to MQTT and REST watchers alike.
+                    if publish.payload.is_empty() {
+                        self.inner.db.delete(table, id).await?;
+                    } else {
+                        let body = body_of(publish, declared)?;
+                        self.inner.db.put(table, id, body, meta_of(publish)).await?;
+                    }
+                    return Ok(());
+                }
+                let payload = match body_of(publish, declared) {
+                    Ok(Body::Map(m)) => Payload::Structured(m),
+                    _ => Payload::Raw(publish.payload.clone()),
+                };
+                let msg = Message::new(
+                    publish.topic.clone(),
+                    payload,
+                    publish.qos,
+                    false,
+                    publish.properties.clone(),
+                    origin.cloned(),
+                );
+                self.route(&msg);
+                Ok(())
+            }
+            Target::Free => {
+                if !self.inner.config.free_topics {
+                    return Err(PublishError::FreeTopicsDisabled);
+                }
+                if publish.retain {
+                    if publish.payload.is_empty() {
+                        self.inner
+                            .db
+                            .delete(&self.inner.retained, &publish.topic)
+                            .await?;
+                    } else {
+                        let meta = meta_of(publish);
+                        let body = Body::Binary(publish.payload.clone());
+                        self.inner
+                            .db
+                            .put(&self.inner.retained, &publish.topic, body, meta)
+                            .await?;
+                    }
+                }
+                let msg = Message::new(
+                    publish.topic.clone(),
+                    Payload::Raw(publish.payload.clone()),
+                    publish.qos,
+                    publish.retain,
+                    publish.properties.clone(),
+                    origin.cloned(),
+                );
+                self.route(&msg);
+                Ok(())
+            }
+        }
+    }
+
+    /// Delivers a message to every matching subscription: one delivery per
+    /// client, at the highest QoS of its matching subscriptions, with all
+    /// their identifiers (MQTT-3.3.4-2, -3).
+    pub(crate) fn route(&self, msg: &Arc<Message>) {
+        let state = self.inner.state.lock().expect("state lock");
+        let mut targets: HashMap<&Arc<str>, (QoS, bool, Vec<SubscriptionId>, Format)> =
+            HashMap::new();
+        state.trie.matches(&msg.topic, |(client, _), sub| {
+            if sub.options.no_local && msg.origin.as_ref() == Some(client) {
+                return;
+            }
+            let qos = msg.qos.min(sub.options.qos);
+            let retain = sub.options.retain_as_published && msg.retain;
+            let entry = targets
+                .entry(client)
+                .or_insert((qos, retain, Vec::new(), sub.format));
+            entry.0 = entry.0.max(qos);
+            entry.1 |= retain;
+            entry.2.extend(sub.id);
+        });
+        for (client_id, (qos, retain, ids, format)) in targets {
+            if let Some(client) = state.clients.get(client_id) {
+                self.deliver(client, msg, qos, retain, &ids, format);
+            }
+        }
+    }
+
+    /// Hands one delivery to a client's session (lock contract: called with
+    /// `State` held or not; takes the client's lock).
+    pub(crate) fn deliver(
+        &self,
+        client: &Client,
+        msg: &Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        ids: &[SubscriptionId],
+        format: Format,
+    ) {
+        let now = now_ms();
+        if msg.expired(now) {
+            return;
+        }
+        let (payload, content_type) = msg.render(format);
+        let outgoing = Outgoing {
+            topic: msg.topic.clone(),
+            payload,
+            qos,
+            retain,
+            properties: msg.delivery_properties(content_type, ids, now),
+        };
+        let mut c = client.lock().expect("client lock");
+        if c.conn.is_none() {
+            c.session.enqueue_offline(outgoing);
+            return;
+        }
+        let before = c.session.dropped;
+        if let Some(p) = c.session.deliver(outgoing) {
+            if p.qos == QoS::AtMostOnce && c.outbox.len() >= self.inner.config.max_outbox {
+                c.session.dropped += 1;
+            } else {
+                c.outbox.push(p);
+                c.wake.notify_one();
+            }
+        }
+        let dropped = c.session.dropped - before;
+        if dropped > 0 {
+            self.inner
+                .stats
+                .messages_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+
+    /// Follows the change feed: every committed change of an exported table
+    /// becomes a message to the subscribers of its topic (a delete: an empty
+    /// payload), and query subscriptions are re-evaluated.
+    async fn follow_changes(&self) {
+        let store = self.inner.db.store().clone();
+        let mut cursor = store.follow(store.last_seq());
+        while let Ok(change) = cursor.next().await {
+            let schema = self.inner.db.schema();
+            let Some(table) = schema.table(&change.table).filter(|t| t.export.is_some()) else {
+                continue;
+            };
+            let export = table.export.as_deref().unwrap_or(&table.name);
+            let Ok(topic) = TopicName::new(format!("{export}/{}", change.id)) else {
+                continue;
+            };
+            let msg = match &change.op {
+                ChangeOp::Put(value) => match mqdb_resource::record::decode(value.clone()) {
+                    Ok((body, meta)) => {
+                        Message::from_record(topic, body, &meta, QoS::ExactlyOnce, true)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping an unreadable change");
+                        continue;
+                    }
+                },
+                ChangeOp::Delete => Message::new(
+                    topic,
+                    Payload::Raw(Bytes::new()),
+                    QoS::ExactlyOnce,
+                    true,
+                    Default::default(),
+                    None,
+                ),
+            };
+            self.route(&msg);
+            self.route_queries(table, &change.id, &msg);
+        }
+    }
+
+    fn route_queries(&self, table: &TableDef, id: &str, msg: &Arc<Message>) {
+        let mut state = self.inner.state.lock().expect("state lock");
+        let State {
+            clients, queries, ..
+        } = &mut *state;
+        for q in queries.iter_mut().filter(|q| q.table == table.name) {
+            let now_matches = match &msg.payload {
+                Payload::Structured(m) => q.query.matches(table, m),
+                Payload::Raw(b) => !b.is_empty() && q.query.conditions.is_empty(),
+            };
+            let was = q.matching.contains(id);
+            let out = if now_matches {
+                q.matching.insert(id.to_owned());
+                msg.clone()
+            } else if was {
+                // One final message for a record that stops matching: a delete.
+                q.matching.remove(id);
+                Message::new(
+                    msg.topic.clone(),
+                    Payload::Raw(Bytes::new()),
+                    msg.qos,
+                    false,
+                    Default::default(),
+                    None,
+                )
+            } else {
+                continue;
+            };
+            if let Some(client) = clients.get(&q.client) {
+                let qos = out.qos.min(q.sub.options.qos);
+                let ids: Vec<_> = q.sub.id.into_iter().collect();
+                self.deliver(client, &out, qos, false, &ids, q.sub.format);
+            }
+        }
+    }
+
+    /// The stored records a new subscription receives as retained messages.
+    pub(crate) fn retained_for(
+        &self,
+        filter: &TopicFilter,
+    ) -> Box<dyn Iterator<Item = Arc<Message>> + Send> {
+        let db = self.inner.db.clone();
+        let filter_text = filter.to_string();
+        let mut iters: Vec<MessageIter> = Vec::new();
+        for source in topics::sources(db.schema(), filter) {
+            match source {
+                topics::Source::Table { table, prefix } => {
+                    let export = table.export.clone().unwrap_or_else(|| table.name.clone());
+                    let f = filter_text.clone();
+                    iters.push(Box::new(db.scan(table, &prefix).filter_map(move |e| {
+                        let e = e.ok()?;
+                        let topic = format!("{export}/{}", e.id);
+                        if !topics::matches(&f, &topic) {
+                            return None;
+                        }
+                        Some(Message::from_record(
+                            TopicName::new(topic).ok()?,
+                            e.body,
+                            &e.meta,
+                            QoS::ExactlyOnce,
+                            true,
+                        ))
+                    })));
+                }
+                topics::Source::Query { table, query } => {
+                    let export = table.export.clone().unwrap_or_else(|| table.name.clone());
+                    if let Ok(it) = db.query(table, &query) {
+                        iters.push(Box::new(it.filter_map(move |e| {
+                            let e = e.ok()?;
+                            let topic = TopicName::new(format!("{export}/{}", e.id)).ok()?;
+                            Some(Message::from_record(
+                                topic,
+                                e.body,
+                                &e.meta,
+                                QoS::ExactlyOnce,
+                                true,
+                            ))
+                        })));
+                    }
+                }
+                topics::Source::Free { prefix } => {
+                    let f = filter_text.clone();
+                    iters.push(Box::new(db.scan(&self.inner.retained, &prefix).filter_map(
+                        move |e| {
+                            let e = e.ok()?;
+                            if !topics::matches(&f, &e.id) {
+                                return None;
+                            }
+                            Some(Message::from_record(
+                                TopicName::new(e.id).ok()?,
+                                e.body,
+                                &e.meta,
+                                QoS::ExactlyOnce,
+                                true,
+                            ))
+                        },
+                    )));
+                }
+            }
+        }
+        let now = now_ms();
+        Box::new(iters.into_iter().flatten().filter(move |m| !m.expired(now)))
+    }
+
+    fn restore_sessions(&self) -> Result<(), ResourceError> {
+        let mut restored = 0;
+        let now = now_ms();
+        for entry in self.inner.db.scan(&self.inner.sessions, "") {
+            let entry = entry?;
+            let Body::Map(map) = &entry.body else {
+                continue;
+            };
+            let Some(stored) = persist::decode(map, self.inner.config.max_queue) else {
+                continue;
+            };
+            if stored.expiry != u32::MAX
+                && stored.disconnected_at + u64::from(stored.expiry) * 1000 < now
+            {
+                continue;
+            }
+            let client_id: Arc<str> = entry.id.as_str().into();
+            let client = Arc::new(Mutex::new(ClientState {
+                session: stored.session,
+                conn: None,
+                outbox: Vec::new(),
+                wake: Arc::new(Notify::new()),
+                expiry: stored.expiry,
+                subscriptions: Vec::new(),
+                disconnected_at: stored.disconnected_at,
+            }));
+            self.inner
+                .state
+                .lock()
+                .expect("state lock")
+                .clients
+                .insert(client_id.clone(), client.clone());
+            for s in stored.subscriptions {
+                let sub = Sub {
+                    options: s.options,
+                    id: s.id,
+                    format: s.format,
+                };
+                self.subscribe(&client_id, &client, &s.filter, sub);
+            }
+            restored += 1;
+        }
+        tracing::info!(sessions = restored, "persistent sessions restored");
+        Ok(())
+    }
+
+    async fn save_session(&self, client_id: &str, stored: &StoredSession) {
+        let body = Body::Map(persist::encode(stored));
+        if let Err(e) = self
+            .inner
+            .db
+            .put(&self.inner.sessions, client_id, body, Meta::default())
+            .await
+        {
+            tracing::error!(client_id, error = %e, "storing a persistent session failed");
+        }
+    }
+
+    fn forget_session(&self, client_id: &Arc<str>) {
+        let db = self.inner.db.clone();
+        let table = self.inner.sessions.clone();
+        let id = client_id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = db.delete(&table, &id).await {
+                tracing::warn!(client_id = id, error = %e, "removing a stored session failed");
+            }
+        });
+    }
+
+    /// Stores every persistent session (graceful shutdown).
+    pub async fn persist_all(&self) {
+        let clients: Vec<(Arc<str>, Client)> = {
+            let state = self.inner.state.lock().expect("state lock");
+            state
+                .clients
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        for (id, client) in clients {
+            self.persist(&id, &client).await;
+        }
+    }
+}
+
+fn snapshot(c: &ClientState) -> StoredSession {
+    StoredSession {
+        expiry: c.expiry,
+        disconnected_at: if c.conn.is_some() {
+            now_ms()
+        } else {
+            c.disconnected_at
+        },
+        subscriptions: c
+            .subscriptions
+            .iter()
+            .map(|(filter, sub)| StoredSubscription {
+                filter: filter.clone(),
+                options: sub.options,
+                id: sub.id,
+                format: sub.format,
+            })
+            .collect(),
+        session: c.session.clone(),
+    }
+}
+
+/// The record a PUBLISH writes: by its v5 content type, else the
+/// connection's declared format, else detected; anything that is not a map
+/// is a binary record (SPEC section 3).
+pub(crate) fn body_of(publish: &Publish, declared: Option<Format>) -> Result<Body, ResourceError> {
+    let by_type = publish
+        .properties
+        .content_type
+        .as_deref()
+        .map(Format::from_content_type);
+    match by_type.unwrap_or(declared) {
+        Some(format) => match format.decode(&publish.payload)? {
+            mqdb_resource::Value::Map(m) => Ok(Body::Map(m)),
+            _ => Ok(Body::Binary(publish.payload.clone())),
+        },
+        None => match Format::detect(&publish.payload) {
+            Some((_, mqdb_resource::Value::Map(m))) => Ok(Body::Map(m)),
+            _ => Ok(Body::Binary(publish.payload.clone())),
+        },
+    }
+}
+
+/// The message metadata kept with a retained record.
+pub(crate) fn meta_of(publish: &Publish) -> Meta {
+    let p = &publish.properties;
+    Meta {
+        content_type: p.content_type.as_deref().map(str::to_owned),
+        payload_utf8: p
+            .payload_format_indicator
+            .map(|f| f == mqdb_codec::PayloadFormat::Utf8),
+        user_properties: p
+            .user_properties
+            .iter()
+            .map(|u| (u.name.to_string(), u.value.to_string()))
+            .collect(),
+        response_topic: p.response_topic.as_deref().map(str::to_owned),
+        correlation_data: p.correlation_data.clone(),
+        expires_at: p
+            .message_expiry_interval
+            .map(|s| now_ms() + u64::from(s) * 1000),
+    }
+}

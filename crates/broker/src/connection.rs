@@ -1,0 +1,792 @@
+//! The connection driver: one tokio task per client connection, generic over
+//! any `AsyncRead + AsyncWrite` (TCP now; TLS and WebSocket plug in the same
+//! way). It reads and decodes packets, applies them to the broker and the
+//! client's session, and writes what results in batches: every packet ready
+//! at one moment goes out in one write.
+//!
+//! Incoming QoS 1/2 publishes are processed concurrently (a retained one is
+//! a durable database write) and acknowledged in the order they arrived
+//! (MQTT-4.6.0-2), so one client can keep many writes in flight.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
+use mqdb_codec::{
+    ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect, Limits, Packet, PacketId, PubAck,
+    PubRec, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Version, decode, encode, encoded_len,
+};
+use mqdb_resource::{Format, ResourceError};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use crate::broker::{Broker, Client, MessageIter, PublishError, Sub};
+use crate::session::ResendPacket;
+
+/// How long a new connection has to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retained messages moved into the session per step (bounded streaming).
+const RETAINED_STEP: usize = 256;
+
+/// A publish being processed: whether it counts against the Receive
+/// Maximum (QoS 1/2), and the acknowledgement to send when done.
+type Ack = Pin<Box<dyn Future<Output = (bool, Option<Packet>)> + Send>>;
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Close {
+    /// The client sent DISCONNECT (with its reason) or closed the socket.
+    Client { will: bool },
+    /// The server ends it, telling a 5.0 client why.
+    Server(ReasonCode, &'static str),
+    /// Another connection took the session over.
+    TakenOver,
+    /// The socket failed.
+    Io,
+}
+
+/// Accepts MQTT connections on `listener` until `shutdown` completes; each
+/// connection is served by its own task.
+pub async fn serve_tcp(
+    broker: Broker,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_connection(broker.clone(), stream, peer.to_string()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+/// Serves one MQTT connection until it ends.
+pub async fn serve_connection<S>(broker: Broker, stream: S, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let limits = Limits {
+        max_packet_size: broker.config().max_packet_size,
+    };
+    let mut rbuf = BytesMut::with_capacity(8 * 1024);
+    // CONNECT first (MQTT-3.1.0-1), within a deadline.
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        loop {
+            match decode(&mut rbuf, Version::V5, &limits) {
+                Ok(Some(Packet::Connect(c))) => return Ok(c),
+                Ok(Some(_)) => return Err(None),
+                Ok(None) => {}
+                Err(e) => return Err(Some(e)),
+            }
+            match reader.read_buf(&mut rbuf).await {
+                Ok(0) | Err(_) => return Err(None),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let connect = match connect {
+        Ok(Ok(c)) => c,
+        Ok(Err(Some(e))) => {
+            refuse_malformed_connect(&mut writer, &e).await;
+            tracing::debug!(peer, error = %e, "malformed CONNECT");
+            return;
+        }
+        _ => return,
+    };
+    let mut conn = Conn::new(broker, connect.protocol, peer);
+    if let Err(close) = conn
+        .run(connect, &mut reader, &mut writer, rbuf, limits)
+        .await
+    {
+        tracing::debug!(client = %conn.client_id, reason = ?close, "connection closed");
+    }
+}
+
+/// A CONNECT that cannot be decoded: 3.1.1 answers an unsupported level
+/// with return code 1 (MQTT-3.1.2-2), 5.0 refuses with the error's reason.
+async fn refuse_malformed_connect<W: AsyncWrite + Unpin>(writer: &mut W, e: &DecodeError) {
+    let (version, reason) = match e.v3_connack_code() {
+        Some(_) => (Version::V311, ReasonCode::UnsupportedProtocolVersion),
+        None => (Version::V5, e.reason_code()),
+    };
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason_code: reason,
+        properties: Default::default(),
+    });
+    let mut buf = BytesMut::new();
+    if encode(&ack, version, &mut buf).is_ok() {
+        let _ = writer.write_all(&buf).await;
+        let _ = writer.flush().await;
+    }
+}
+
+struct Conn {
+    broker: Broker,
+    version: Version,
+    peer: String,
+    id: u64,
+    client_id: Arc<str>,
+    client: Option<Client>,
+    /// Format of structured payloads this client publishes (declared).
+    declared: Option<Format>,
+    /// Format this client prefers for records (CONNECT user property `accept`).
+    accept: Format,
+    will: Option<Publish>,
+    keep_alive: Duration,
+    /// The client's Maximum Packet Size (5.0): larger packets are not sent.
+    client_max_packet: Option<u32>,
+    topic_aliases: std::collections::HashMap<u16, mqdb_codec::TopicName>,
+    acks: FuturesOrdered<Ack>,
+    /// Incoming QoS 1/2 publishes not yet acknowledged.
+    unacked_in: usize,
+    retained: Vec<(MessageIter, Sub)>,
+    wbuf: BytesMut,
+    session_expiry: u32,
+}
+
+impl Conn {
+    fn new(broker: Broker, version: Version, peer: String) -> Conn {
+        let id = broker.next_conn_id();
+        Conn {
+            broker,
+            version,
+            peer,
+            id,
+            client_id: Arc::from(""),
+            client: None,
+            declared: None,
+            accept: Format::Json,
+            will: None,
+            keep_alive: Duration::ZERO,
+            client_max_packet: None,
+            topic_aliases: Default::default(),
+            acks: FuturesOrdered::new(),
+            unacked_in: 0,
+            retained: Vec::new(),
+            wbuf: BytesMut::with_capacity(16 * 1024),
+            session_expiry: 0,
+        }
+    }
+
+    fn v5(&self) -> bool {
+        self.version == Version::V5
+    }
+
+    /// Queues a packet for the next write, unless it exceeds the client's
+    /// Maximum Packet Size (MQTT-3.1.2-25: such a packet is discarded).
+    fn send(&mut self, packet: &Packet) {
+        if let Some(max) = self.client_max_packet {
+            if encoded_len(packet, self.version).is_ok_and(|len| len > max as usize) {
+                tracing::debug!(client = %self.client_id, "dropping a packet larger than the client accepts");
+                return;
+            }
+        }
+        if let Err(e) = encode(packet, self.version, &mut self.wbuf) {
+            tracing::warn!(client = %self.client_id, error = %e, "cannot encode an outgoing packet");
+        }
+    }
+
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> Result<(), Close> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        writer.write_all(&self.wbuf).await.map_err(|_| Close::Io)?;
+        writer.flush().await.map_err(|_| Close::Io)?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    async fn run<R, W>(
+        &mut self,
+        connect: Connect,
+        reader: &mut R,
+        writer: &mut W,
+        mut rbuf: BytesMut,
+        limits: Limits,
+    ) -> Result<(), Close>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        self.handle_connect(connect);
+        let result = self.session_loop(reader, writer, &mut rbuf, limits).await;
+        let will = match &result {
+            Err(Close::Client { will }) => *will,
+            Err(Close::TakenOver) => false,
+            _ => true,
+        };
+        if let Err(Close::Server(reason, why)) = &result {
+            if self.v5() {
+                let mut d = Disconnect::new(*reason);
+                d.properties.reason_string = Some((*why).into());
+                self.send(&Packet::Disconnect(d));
+            }
+        }
+        if let Err(Close::TakenOver) = &result {
+            if self.v5() {
+                self.send(&Packet::Disconnect(Disconnect::new(
+                    ReasonCode::SessionTakenOver,
+                )));
+            }
+        }
+        let _ = self.flush(writer).await;
+        let _ = writer.shutdown().await;
+        if will {
+            if let Some(w) = self.will.take() {
+                if let Err(e) = self
+                    .broker
+                    .publish(&w, Some(&self.client_id), self.declared)
+                    .await
+                {
+                    tracing::warn!(client = %self.client_id, error = %e, "publishing the will failed");
+                }
+            }
+        }
+        if let Some(client) = self.client.take() {
+            self.broker.detach(&self.client_id, &client, self.id).await;
+        }
+        result
+    }
+
+    fn handle_connect(&mut self, c: Connect) {
+        let props = &c.properties;
+        let mut ack_props = ConnAckProperties::default();
+        let assigned = c.client_id.is_empty();
+        self.client_id = if assigned {
+            format!("mqdb-{:016x}", self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)).into()
+        } else {
+            Arc::from(&*c.client_id)
+        };
+        if assigned && self.v5() {
+            ack_props.assigned_client_identifier = Some(self.client_id.to_string().into());
+        }
+        for up in &props.user_properties {
+            match &*up.name {
+                "accept" => self.accept = Format::from_accept(&up.value).unwrap_or_default(),
+                "content-type" => self.declared = Format::from_content_type(&up.value),
+                _ => {}
+            }
+        }
+        self.client_max_packet = props.maximum_packet_size.map(|m| m.get());
+        // 3.1.1: clean session 0 keeps the session forever; 5.0: the interval.
+        self.session_expiry = if self.v5() {
+            props.session_expiry_interval.unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let max_keepalive = self.broker.config().max_keepalive;
+        let mut keep_alive = c.keep_alive;
+        if max_keepalive > 0 && (keep_alive == 0 || keep_alive > max_keepalive) {
+            keep_alive = max_keepalive;
+            ack_props.server_keep_alive = Some(keep_alive);
+        }
+        self.keep_alive = Duration::from_secs(u64::from(keep_alive));
+        self.will = c.will.map(|w| Publish {
+            dup: false,
+            qos: w.qos,
+            retain: w.retain,
+            topic: w.topic,
+            packet_id: None,
+            properties: mqdb_codec::PublishProperties {
+                payload_format_indicator: w.properties.payload_format_indicator,
+                message_expiry_interval: w.properties.message_expiry_interval,
+                content_type: w.properties.content_type,
+                response_topic: w.properties.response_topic,
+                correlation_data: w.properties.correlation_data,
+                user_properties: w.properties.user_properties,
+                ..Default::default()
+            },
+            payload: w.payload,
+        });
+        // 3.1.1 MQTT-3.1.3-8: an empty client id needs a clean session.
+        let refusal = if !self.v5() && assigned && !c.clean_start {
+            Some(ReasonCode::ClientIdentifierNotValid)
+        } else if self.broker.config().require_authentication {
+            // No user store exists yet: with authentication required, every
+            // client is refused (0x86 / 4 with credentials, else 0x87 / 5).
+            Some(if c.username.is_some() || c.password.is_some() {
+                ReasonCode::BadUserNameOrPassword
+            } else {
+                ReasonCode::NotAuthorized
+            })
+        } else {
+            None
+        };
+        if let Some(reason_code) = refusal {
+            let ack = ConnAck {
+                session_present: false,
+                reason_code,
+                properties: Default::default(),
+            };
+            self.send(&Packet::ConnAck(ack));
+            self.will = None;
+            return;
+        }
+        let (client, present) =
+            self.broker
+                .attach(&self.client_id, self.id, c.clean_start, self.session_expiry);
+        let config = self.broker.config();
+        if self.v5() {
+            ack_props.receive_maximum = std::num::NonZeroU16::new(config.receive_maximum);
+            ack_props.maximum_packet_size = std::num::NonZeroU32::new(config.max_packet_size);
+            ack_props.topic_alias_maximum = Some(config.topic_alias_maximum);
+            ack_props.retain_available = Some(true);
+            ack_props.wildcard_subscription_available = Some(true);
+            ack_props.subscription_identifiers_available = Some(true);
+            ack_props.shared_subscription_available = Some(false);
+        }
+        let ack = ConnAck {
+            session_present: present,
+            reason_code: ReasonCode::Success,
+            properties: ack_props,
+        };
+        self.send(&Packet::ConnAck(ack));
+        let resend = {
+            let mut c = client.lock().expect("client lock");
+            c.session
+                .set_receive_maximum(props.receive_maximum.map_or(u16::MAX, |m| m.get()));
+            c.outbox.clear();
+            c.session.resume()
+        };
+        for p in resend {
+            match p {
+                ResendPacket::Publish(p) => self.send(&Packet::Publish(p)),
+                ResendPacket::PubRel(r) => self.send(&Packet::PubRel(r)),
+            }
+        }
+        self.client = Some(client);
+        tracing::debug!(client = %self.client_id, peer = %self.peer, version = ?self.version, present, "connected");
+    }
+
+    async fn session_loop<R, W>(
+        &mut self,
+        reader: &mut R,
+        writer: &mut W,
+        rbuf: &mut BytesMut,
+        limits: Limits,
+    ) -> Result<(), Close>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let Some(client) = self.client.clone() else {
+            // Refused at CONNECT: the CONNACK is queued; close after it.
+            self.flush(writer).await?;
+            return Err(Close::Client { will: false });
+        };
+        // MQTT-3.1.2-24: close after 1.5 times the keep alive without a packet.
+        let idle = if self.keep_alive.is_zero() {
+            None
+        } else {
+            Some(self.keep_alive * 3 / 2)
+        };
+        let mut last_packet = tokio::time::Instant::now();
+        loop {
+            self.pull_retained(&client);
+            self.take_outbox(&client)?;
+            self.flush(writer).await?;
+            let wake = client.lock().expect("client lock").wake.clone();
+            tokio::select! {
+                read = read_with_idle(reader, rbuf, idle.map(|i| last_packet + i)) => {
+                    match read {
+                        ReadOutcome::Data => last_packet = tokio::time::Instant::now(),
+                        ReadOutcome::Eof => return Err(Close::Client { will: true }),
+                        ReadOutcome::Idle => return Err(Close::Server(ReasonCode::KeepAliveTimeout, "keep alive timeout")),
+                    }
+                    loop {
+                        match decode(rbuf, self.version, &limits) {
+                            Ok(Some(packet)) => self.handle(packet, &client).await?,
+                            Ok(None) => break,
+                            Err(e) => return Err(Close::Server(e.reason_code(), "malformed packet")),
+                        }
+                    }
+                }
+                Some((counted, ack)) = self.acks.next(), if !self.acks.is_empty() => {
+                    if counted {
+                        self.unacked_in -= 1;
+                    }
+                    match ack {
+                        Some(Packet::Disconnect(_)) => return Err(Close::Server(ReasonCode::ImplementationSpecificError, "publish refused")),
+                        Some(p) => self.send(&p),
+                        None => {}
+                    }
+                }
+                () = wake.notified() => {}
+            }
+        }
+    }
+
+    /// Moves window-permitted publishes from the shared outbox to the write
+    /// buffer; notices a take-over.
+    fn take_outbox(&mut self, client: &Client) -> Result<(), Close> {
+        let packets = {
+            let mut c = client.lock().expect("client lock");
+            if c.conn != Some(self.id) {
+                return Err(Close::TakenOver);
+            }
+            std::mem::take(&mut c.outbox)
+        };
+        if !packets.is_empty() {
+            self.broker
+                .stats()
+                .messages_sent
+                .fetch_add(packets.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        for p in packets {
+            self.send(&Packet::Publish(p));
+        }
+        Ok(())
+    }
+
+    /// Feeds retained messages of new subscriptions into the session a step
+    /// at a time, while its queue is short (never a whole table in memory).
+    fn pull_retained(&mut self, client: &Client) {
+        while let Some((iter, sub)) = self.retained.first_mut() {
+            if client.lock().expect("client lock").session.queued() > RETAINED_STEP {
+                return;
+            }
+            let mut moved = 0;
+            for msg in iter.by_ref() {
+                let qos = sub.options.qos;
+                let ids: Vec<_> = sub.id.into_iter().collect();
+                self.broker
+                    .deliver(client, &msg, qos, true, &ids, sub.format);
+                moved += 1;
+                if moved == RETAINED_STEP {
+                    break;
+                }
+            }
+            if moved < RETAINED_STEP {
+                drop(self.retained.remove(0));
+            } else {
+                return;
+            }
+        }
+    }
+
+    async fn handle(&mut self, packet: Packet, client: &Client) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(p) => self.handle_publish(p, client)?,
+            Packet::PubAck(a) => {
+                let next = client
+                    .lock()
+                    .expect("client lock")
+                    .session
+                    .on_puback(a.packet_id);
+                next.into_iter()
+                    .for_each(|p| self.send(&Packet::Publish(p)));
+            }
+            Packet::PubRec(r) => {
+                let (rel, next) = client
+                    .lock()
+                    .expect("client lock")
+                    .session
+                    .on_pubrec(r.packet_id, r.reason_code);
+                if let Some(rel) = rel {
+                    self.send(&Packet::PubRel(rel));
+                }
+                next.into_iter()
+                    .for_each(|p| self.send(&Packet::Publish(p)));
+            }
+            Packet::PubComp(c) => {
+                let next = client
+                    .lock()
+                    .expect("client lock")
+                    .session
+                    .on_pubcomp(c.packet_id);
+                next.into_iter()
+                    .for_each(|p| self.send(&Packet::Publish(p)));
+            }
+            Packet::PubRel(r) => {
+                let comp = client
+                    .lock()
+                    .expect("client lock")
+                    .session
+                    .on_pubrel(r.packet_id);
+                self.send(&Packet::PubComp(comp));
+            }
+            Packet::Subscribe(s) => self.handle_subscribe(s, client).await,
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(u, client).await,
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => {
+                if let Some(expiry) = d.properties.session_expiry_interval {
+                    // MQTT-3.14.2-2: 0 at CONNECT may not become non-zero.
+                    if self.session_expiry == 0 && expiry != 0 {
+                        return Err(Close::Server(
+                            ReasonCode::ProtocolError,
+                            "session expiry cannot be set after a zero",
+                        ));
+                    }
+                    client.lock().expect("client lock").expiry = expiry;
+                }
+                return Err(Close::Client {
+                    will: d.reason_code == ReasonCode::DisconnectWithWill,
+                });
+            }
+            Packet::Connect(_) => {
+                // MQTT-3.1.0-2: a second CONNECT is a Protocol Error.
+                return Err(Close::Server(ReasonCode::ProtocolError, "second CONNECT"));
+            }
+            Packet::Auth(_) => {
+                return Err(Close::Server(
+                    ReasonCode::BadAuthenticationMethod,
+                    "no enhanced authentication method is configured",
+                ));
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return Err(Close::Server(
+                    ReasonCode::ProtocolError,
+                    "a server-to-client packet from a client",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_publish(&mut self, mut p: Publish, client: &Client) -> Result<(), Close> {
+        // Inbound topic aliases (5.0, section 3.3.2.3.4).
+        if let Some(alias) = p.properties.topic_alias {
+            if alias.get() > self.broker.config().topic_alias_maximum {
+                return Err(Close::Server(
+                    ReasonCode::TopicAliasInvalid,
+                    "topic alias above the maximum",
+                ));
+            }
+            if p.topic.is_empty() {
+                match self.topic_aliases.get(&alias.get()) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return Err(Close::Server(
+                            ReasonCode::ProtocolError,
+                            "unknown topic alias",
+                        ));
+                    }
+                }
+            } else {
+                self.topic_aliases.insert(alias.get(), p.topic.clone());
+            }
+            p.properties.topic_alias = None;
+        }
+        // MQTT-3.3.4-6 does not forbid relaying; but a client may not set
+        // subscription identifiers on what it publishes (section 3.3.4).
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(Close::Server(
+                ReasonCode::ProtocolError,
+                "subscription identifier from a client",
+            ));
+        }
+        // MQTT-3.3.4-9: more unacknowledged QoS 1/2 publishes than the
+        // Receive Maximum we announced is a protocol violation (0x93).
+        if p.qos != QoS::AtMostOnce {
+            if self.unacked_in >= usize::from(self.broker.config().receive_maximum) {
+                return Err(Close::Server(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "receive maximum exceeded",
+                ));
+            }
+            self.unacked_in += 1;
+        }
+        let pid = p.packet_id;
+        if p.qos == QoS::ExactlyOnce {
+            let id = pid.expect("QoS 2 has a packet id");
+            if !client
+                .lock()
+                .expect("client lock")
+                .session
+                .incoming_qos2(id)
+            {
+                // A retransmission before PUBREL: acknowledge, deliver nothing.
+                self.acks.push_back(Box::pin(async move {
+                    (true, Some(Packet::PubRec(PubRec::new(id))))
+                }));
+                return Ok(());
+            }
+        }
+        let broker = self.broker.clone();
+        let origin = self.client_id.clone();
+        let declared = self.declared;
+        let v5 = self.v5();
+        let client = client.clone();
+        let qos = p.qos;
+        // QoS 0 publishes go through the same ordered queue: they have no
+        // acknowledgement, but a refused one still closes a 3.1.1 connection.
+        self.acks.push_back(Box::pin(async move {
+            let result = broker.publish(&p, Some(&origin), declared).await;
+            (
+                qos != QoS::AtMostOnce,
+                ack_for(result, qos, pid, v5, &client),
+            )
+        }));
+        Ok(())
+    }
+
+    async fn handle_subscribe(&mut self, s: Subscribe, client: &Client) {
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let accept = s
+            .properties
+            .user_properties
+            .iter()
+            .find(|u| &*u.name == "accept")
+            .and_then(|u| Format::from_accept(&u.value))
+            .unwrap_or(self.accept);
+        let mut retained = Vec::new();
+        for (filter, options) in &s.filters {
+            if filter.is_shared() {
+                codes.push(if self.v5() {
+                    ReasonCode::SharedSubscriptionsNotSupported
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
+                continue;
+            }
+            let sub = Sub {
+                options: *options,
+                id: s.properties.subscription_identifier,
+                format: accept,
+            };
+            let existed = self
+                .broker
+                .subscribe(&self.client_id, client, filter, sub.clone());
+            codes.push(match options.qos {
+                QoS::AtMostOnce => ReasonCode::Success,
+                QoS::AtLeastOnce => ReasonCode::GrantedQos1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQos2,
+            });
+            let send_retained = match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+            if send_retained {
+                retained.push((self.broker.retained_for(filter), sub));
+            }
+        }
+        self.broker.persist(&self.client_id, client).await;
+        let ack = SubAck {
+            packet_id: s.packet_id,
+            properties: Default::default(),
+            reason_codes: codes,
+        };
+        self.send(&Packet::SubAck(ack));
+        // After the SUBACK (MQTT-3.8.4-?), the retained messages follow.
+        self.retained.extend(retained);
+    }
+
+    async fn handle_unsubscribe(&mut self, u: Unsubscribe, client: &Client) {
+        let codes = u
+            .filters
+            .iter()
+            .map(|f| {
+                if self.broker.unsubscribe(&self.client_id, client, f) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.broker.persist(&self.client_id, client).await;
+        let ack = UnsubAck {
+            packet_id: u.packet_id,
+            properties: Default::default(),
+            reason_codes: codes,
+        };
+        self.send(&Packet::UnsubAck(ack));
+    }
+}
+
+/// The acknowledgement for a processed publish. A refused publish gets a
+/// 5.0 reason code; a 3.1.1 client has no way to hear it, so its connection
+/// is closed (SPEC section 2), signalled by returning a DISCONNECT.
+fn ack_for(
+    result: Result<(), PublishError>,
+    qos: QoS,
+    pid: Option<PacketId>,
+    v5: bool,
+    client: &Client,
+) -> Option<Packet> {
+    let reason = match &result {
+        Ok(()) => ReasonCode::Success,
+        Err(PublishError::FreeTopicsDisabled) => ReasonCode::TopicNameInvalid,
+        Err(PublishError::Resource(ResourceError::Malformed(_))) => {
+            ReasonCode::PayloadFormatInvalid
+        }
+        Err(PublishError::Resource(e)) if e.is_client_error() => ReasonCode::PayloadFormatInvalid,
+        Err(PublishError::Resource(_)) => ReasonCode::ImplementationSpecificError,
+    };
+    if let Err(e) = &result {
+        tracing::debug!(error = %e, "publish refused");
+    }
+    if reason.is_error() && !v5 {
+        return Some(Packet::Disconnect(Disconnect::new(reason)));
+    }
+    let reason_string = result
+        .err()
+        .map(|e| mqdb_codec::ByteString::from(e.to_string()));
+    let pid = pid?;
+    match qos {
+        QoS::AtMostOnce => None,
+        QoS::AtLeastOnce => {
+            let mut ack = PubAck::new(pid);
+            ack.reason_code = reason;
+            ack.properties.reason_string = reason_string;
+            Some(Packet::PubAck(ack))
+        }
+        QoS::ExactlyOnce => {
+            if reason.is_error() {
+                client
+                    .lock()
+                    .expect("client lock")
+                    .session
+                    .forget_incoming_qos2(pid);
+            }
+            let mut ack = PubRec::new(pid);
+            ack.reason_code = reason;
+            ack.properties.reason_string = reason_string;
+            Some(Packet::PubRec(ack))
+        }
+    }
+}
+
+enum ReadOutcome {
+    Data,
+    Eof,
+    Idle,
+}
+
+async fn read_with_idle<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    deadline: Option<tokio::time::Instant>,
+) -> ReadOutcome {
+    let read = reader.read_buf(buf);
+    let result = match deadline {
+        Some(at) => match tokio::time::timeout_at(at, read).await {
+            Ok(r) => r,
+            Err(_) => return ReadOutcome::Idle,
+        },
+        None => read.await,
+    };
+    match result {
+        Ok(0) | Err(_) => ReadOutcome::Eof,
+        Ok(_) => ReadOutcome::Data,
+    }
+}

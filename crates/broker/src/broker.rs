@@ -131,6 +131,9 @@ pub struct Broker {
 struct Inner {
     db: Database,
     config: BrokerConfig,
+    /// Set once at shutdown; connections watch it and close with 0x8B.
+    closing: tokio::sync::watch::Sender<bool>,
+    feed: Mutex<Option<tokio::task::JoinHandle<()>>>,
     state: Mutex<State>,
     next_conn: AtomicU64,
     stats: Stats,
@@ -162,6 +165,8 @@ impl Broker {
             inner: Arc::new(Inner {
                 db,
                 config,
+                closing: tokio::sync::watch::channel(false).0,
+                feed: Mutex::new(None),
                 state: Mutex::default(),
                 next_conn: AtomicU64::new(1),
                 stats: Stats::default(),
@@ -171,7 +176,8 @@ impl Broker {
         };
         broker.restore_sessions()?;
         let feed = broker.clone();
-        tokio::spawn(async move { feed.follow_changes().await });
+        let task = tokio::spawn(async move { feed.follow_changes().await });
+        *broker.inner.feed.lock().expect("feed lock") = Some(task);
         Ok(broker)
     }
 
@@ -745,6 +751,29 @@ impl Broker {
                 tracing::warn!(client_id = id, error = %e, "removing a stored session failed");
             }
         });
+    }
+
+    /// A receiver that turns true when the broker shuts down.
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
+    /// Graceful shutdown (SPEC section 8): every connection is closed (5.0
+    /// clients get DISCONNECT 0x8B), the change feed stops, and persistent
+    /// sessions are stored. Waits at most `grace` for connections to end.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.inner.closing.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.inner.stats.clients_connected.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if let Some(task) = self.inner.feed.lock().expect("feed lock").take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.persist_all().await;
     }
 
     /// Stores every persistent session (graceful shutdown).

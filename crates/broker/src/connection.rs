@@ -230,6 +230,8 @@ impl Conn {
         let will = match &result {
             Err(Close::Client { will }) => *will,
             Err(Close::TakenOver) => false,
+            // The server going down is not the client failing.
+            Err(Close::Server(ReasonCode::ServerShuttingDown, _)) => false,
             _ => true,
         };
         if let Err(Close::Server(reason, why)) = &result {
@@ -400,6 +402,7 @@ impl Conn {
             Some(self.keep_alive * 3 / 2)
         };
         let mut last_packet = tokio::time::Instant::now();
+        let mut closing = self.broker.closing();
         loop {
             self.pull_retained(&client);
             self.take_outbox(&client)?;
@@ -431,6 +434,9 @@ impl Conn {
                     }
                 }
                 () = wake.notified() => {}
+                () = until_true(&mut closing) => {
+                    return Err(Close::Server(ReasonCode::ServerShuttingDown, "server shutting down"));
+                }
             }
         }
     }
@@ -789,4 +795,9 @@ async fn read_with_idle<R: AsyncRead + Unpin>(
         Ok(0) | Err(_) => ReadOutcome::Eof,
         Ok(_) => ReadOutcome::Data,
     }
+}
+
+/// Completes when the watched flag is true (or its sender is gone).
+async fn until_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|c| *c).await;
 }

@@ -116,7 +116,8 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
         Err(e) => warn!(error = %e, "HTTP server task failed"),
     }
     let _ = mqtt_task.await;
-    broker.persist_all().await;
+    broker.shutdown(std::time::Duration::from_secs(5)).await;
+    drop(broker);
     // Dropping the last handle closes the writer after its last commit and
     // flushes the engine, so the next start has nothing to replay.
     drop(db);

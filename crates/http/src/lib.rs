@@ -104,6 +104,25 @@ fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Refuses every request: authentication is required and there is nobody
+/// to authenticate as yet.
+async fn refuse_unauthenticated(
+    _req: axum::extract::Request,
+    _next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let body = serde_json::json!({
+        "error": "authentication is required and no users exist yet; set http.require_authentication = false",
+        "status": 401,
+    });
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        [(axum::http::header::WWW_AUTHENTICATE, "Basic realm=\"mqdb\"")],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
 /// Serves the REST routes over `db` on `listener` until `shutdown`
 /// resolves, then stops accepting, ends live streams (SSE streams finish,
 /// WebSocket sessions get a Close frame), waits for requests in flight and
@@ -113,13 +132,35 @@ pub async fn serve(
     db: Database,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, db, HttpOptions::default(), shutdown).await
+}
+
+/// Settings of the REST server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpOptions {
+    /// `http.require_authentication`. Users do not exist yet, so when this
+    /// is set every request is refused with 401 (safe by default) until the
+    /// security work adds them.
+    pub require_authentication: bool,
+}
+
+/// [`serve`] with settings.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    db: Database,
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (close, closing) = watch::channel(false);
     let (guard, mut drained) = mpsc::channel::<()>(1);
-    let app = app(AppState {
+    let mut app = app(AppState {
         db,
         closing,
         live_guard: Arc::new(guard),
     });
+    if options.require_authentication {
+        app = app.layer(axum::middleware::from_fn(refuse_unauthenticated));
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

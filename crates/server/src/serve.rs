@@ -97,9 +97,19 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
     info!(address = %http_local, "HTTP (REST) listening");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let http_task = tokio::spawn(mqdb_http::serve(
+    let http_options = mqdb_http::HttpOptions {
+        require_authentication: config.http.require_authentication,
+    };
+    if config.http.require_authentication {
+        warn!(
+            "http.require_authentication is true and users are not implemented yet: every REST \
+             request will get 401; set http.require_authentication = false to serve requests"
+        );
+    }
+    let http_task = tokio::spawn(mqdb_http::serve_with(
         http,
         db.clone(),
+        http_options,
         wait_for(stopped.clone()),
     ));
     let mqtt_task = tokio::spawn(mqdb_broker::serve_tcp(

@@ -20,7 +20,7 @@ fn setup(dir: &Path, schema: &str) -> PathBuf {
     std::fs::write(
         &config,
         format!(
-            "[storage]\npath = {}\n[mqtt]\nport = 0\n[http]\nhost = \"127.0.0.1\"\nport = 0\n",
+            "[storage]\npath = {}\n[mqtt]\nport = 0\nrequire_authentication = false\n[http]\nhost = \"127.0.0.1\"\nport = 0\nrequire_authentication = false\n",
             toml_str(&dir.join("data"))
         ),
     )

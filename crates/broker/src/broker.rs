@@ -43,6 +43,8 @@ pub struct BrokerConfig {
     pub max_keepalive: u16,
     /// Packets waiting in one connection's outbox before QoS 0 are dropped.
     pub max_outbox: usize,
+    /// Seconds between `$SYS/broker/...` updates (0: none).
+    pub sys_interval: u64,
     /// Refuse clients that cannot authenticate (no user store exists yet, so
     /// with this set every client is refused).
     pub require_authentication: bool,
@@ -58,6 +60,7 @@ impl Default for BrokerConfig {
             topic_alias_maximum: 64,
             max_keepalive: 0,
             max_outbox: 100_000,
+            sys_interval: 10,
             require_authentication: false,
         }
     }
@@ -134,6 +137,7 @@ struct Inner {
     /// Set once at shutdown; connections watch it and close with 0x8B.
     closing: tokio::sync::watch::Sender<bool>,
     feed: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    expiring: tokio::sync::mpsc::UnboundedSender<crate::expiry::Due>,
     state: Mutex<State>,
     next_conn: AtomicU64,
     stats: Stats,
@@ -154,6 +158,8 @@ impl std::fmt::Debug for Broker {
 pub(crate) enum PublishError {
     #[error("free topics are disabled on this server")]
     FreeTopicsDisabled,
+    #[error("topics starting with $SYS/ are reserved for the server")]
+    Reserved,
     #[error("{0}")]
     Resource(#[from] ResourceError),
 }
@@ -161,12 +167,15 @@ pub(crate) enum PublishError {
 impl Broker {
     /// A broker over `db`; restores stored persistent sessions.
     pub async fn start(db: Database, config: BrokerConfig) -> Result<Broker, ResourceError> {
+        let (expiring, due) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(crate::expiry::sweep(db.store().clone(), due));
         let broker = Broker {
             inner: Arc::new(Inner {
                 db,
                 config,
                 closing: tokio::sync::watch::channel(false).0,
                 feed: Mutex::new(None),
+                expiring,
                 state: Mutex::default(),
                 next_conn: AtomicU64::new(1),
                 stats: Stats::default(),
@@ -178,6 +187,21 @@ impl Broker {
         let feed = broker.clone();
         let task = tokio::spawn(async move { feed.follow_changes().await });
         *broker.inner.feed.lock().expect("feed lock") = Some(task);
+        if broker.inner.config.sys_interval > 0 {
+            let sys = broker.clone();
+            let mut closing = broker.closing();
+            tokio::spawn(async move {
+                let every = std::time::Duration::from_secs(sys.inner.config.sys_interval);
+                let started = std::time::Instant::now();
+                loop {
+                    sys.publish_sys(started.elapsed().as_secs()).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(every) => {}
+                        _ = closing.changed() => return,
+                    }
+                }
+            });
+        }
         Ok(broker)
     }
 
@@ -436,6 +460,9 @@ impl Broker {
                 Ok(())
             }
             Target::Free => {
+                if publish.topic.starts_with("$SYS/") {
+                    return Err(PublishError::Reserved);
+                }
                 if !self.inner.config.free_topics {
                     return Err(PublishError::FreeTopicsDisabled);
                 }
@@ -548,6 +575,26 @@ impl Broker {
         let store = self.inner.db.store().clone();
         let mut cursor = store.follow(store.last_seq());
         while let Ok(change) = cursor.next().await {
+            // Decoded once: for the expiry schedule and for delivery.
+            let record = match &change.op {
+                ChangeOp::Put(value) => match mqdb_resource::record::decode(value.clone()) {
+                    Ok(record) => Some(record),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping an unreadable change");
+                        continue;
+                    }
+                },
+                ChangeOp::Delete => None,
+            };
+            if let Some(at) = record.as_ref().and_then(|(_, meta)| meta.expires_at) {
+                let due = crate::expiry::Due {
+                    at,
+                    table: change.table.clone(),
+                    id: change.id.clone(),
+                    version: change.seq,
+                };
+                let _ = self.inner.expiring.send(due);
+            }
             let schema = self.inner.db.schema();
             let Some(table) = schema.table(&change.table).filter(|t| t.export.is_some()) else {
                 continue;
@@ -556,17 +603,11 @@ impl Broker {
             let Ok(topic) = TopicName::new(format!("{export}/{}", change.id)) else {
                 continue;
             };
-            let msg = match &change.op {
-                ChangeOp::Put(value) => match mqdb_resource::record::decode(value.clone()) {
-                    Ok((body, meta)) => {
-                        Message::from_record(topic, body, &meta, QoS::ExactlyOnce, true)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "skipping an unreadable change");
-                        continue;
-                    }
-                },
-                ChangeOp::Delete => Message::new(
+            let msg = match record {
+                Some((body, meta)) => {
+                    Message::from_record(topic, body, &meta, QoS::ExactlyOnce, true)
+                }
+                None => Message::new(
                     topic,
                     Payload::Raw(Bytes::new()),
                     QoS::ExactlyOnce,
@@ -753,6 +794,106 @@ impl Broker {
         });
     }
 
+    /// The statistics as (name, help, kind, value), for `$SYS` and `/metrics`.
+    pub fn figures(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+        let st = &self.inner.stats;
+        let subscriptions = {
+            let state = self.inner.state.lock().expect("state lock");
+            (state.trie.len() + state.queries.len()) as u64
+        };
+        vec![
+            (
+                "clients/connected",
+                "Connected MQTT clients",
+                "gauge",
+                st.clients_connected.load(Ordering::Relaxed),
+            ),
+            (
+                "messages/received",
+                "PUBLISH packets received",
+                "counter",
+                st.messages_received.load(Ordering::Relaxed),
+            ),
+            (
+                "messages/sent",
+                "PUBLISH packets sent",
+                "counter",
+                st.messages_sent.load(Ordering::Relaxed),
+            ),
+            (
+                "messages/dropped",
+                "Messages dropped because a queue was full",
+                "counter",
+                st.messages_dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "subscriptions/count",
+                "Active subscriptions",
+                "gauge",
+                subscriptions,
+            ),
+            (
+                "store/changes",
+                "Changes committed to the store",
+                "counter",
+                self.inner.db.store().last_seq(),
+            ),
+        ]
+    }
+
+    /// Publishes the statistics as retained `$SYS/broker/...` messages.
+    async fn publish_sys(&self, uptime: u64) {
+        let mut figures: Vec<(String, String)> = self
+            .figures()
+            .into_iter()
+            .map(|(name, _, _, v)| (name.to_owned(), v.to_string()))
+            .collect();
+        figures.push(("uptime".into(), uptime.to_string()));
+        figures.push((
+            "version".into(),
+            format!("mqdb {}", env!("CARGO_PKG_VERSION")),
+        ));
+        for (name, value) in figures {
+            let Ok(topic) = TopicName::new(format!("$SYS/broker/{name}")) else {
+                continue;
+            };
+            let publish = Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: true,
+                topic,
+                packet_id: None,
+                properties: Default::default(),
+                payload: Bytes::from(value),
+            };
+            if let Err(e) = self.publish_internal(&publish).await {
+                tracing::debug!(error = %e, "publishing $SYS failed");
+            }
+        }
+    }
+
+    /// A server-originated publish (`$SYS`): stored and routed like a free
+    /// topic, whatever `free_topics` says.
+    async fn publish_internal(&self, publish: &Publish) -> Result<(), ResourceError> {
+        if publish.retain {
+            let body = Body::Binary(publish.payload.clone());
+            self.inner
+                .db
+                .put(&self.inner.retained, &publish.topic, body, meta_of(publish))
+                .await?;
+        }
+        let msg = Message::new(
+            publish.topic.clone(),
+            Payload::Raw(publish.payload.clone()),
+            publish.qos,
+            publish.retain,
+            Default::default(),
+            None,
+        );
+        self.route(&msg);
+        Ok(())
+    }
+
     /// A receiver that turns true when the broker shuts down.
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.closing.subscribe()
@@ -769,7 +910,8 @@ impl Broker {
         {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        if let Some(task) = self.inner.feed.lock().expect("feed lock").take() {
+        let feed = self.inner.feed.lock().expect("feed lock").take();
+        if let Some(task) = feed {
             task.abort();
             let _ = task.await;
         }

@@ -149,6 +149,8 @@ struct Conn {
     /// Format this client prefers for records (CONNECT user property `accept`).
     accept: Format,
     will: Option<Publish>,
+    /// Will Delay Interval in seconds (5.0).
+    will_delay: u32,
     keep_alive: Duration,
     /// The client's Maximum Packet Size (5.0): larger packets are not sent.
     client_max_packet: Option<u32>,
@@ -174,6 +176,7 @@ impl Conn {
             declared: None,
             accept: Format::Json,
             will: None,
+            will_delay: 0,
             keep_alive: Duration::ZERO,
             client_max_packet: None,
             topic_aliases: Default::default(),
@@ -252,12 +255,39 @@ impl Conn {
         let _ = writer.shutdown().await;
         if will {
             if let Some(w) = self.will.take() {
-                if let Err(e) = self
-                    .broker
-                    .publish(&w, Some(&self.client_id), self.declared)
-                    .await
-                {
-                    tracing::warn!(client = %self.client_id, error = %e, "publishing the will failed");
+                let delay = self.will_delay.min(self.session_expiry);
+                if delay == 0 {
+                    if let Err(e) = self
+                        .broker
+                        .publish(&w, Some(&self.client_id), self.declared)
+                        .await
+                    {
+                        tracing::warn!(client = %self.client_id, error = %e, "publishing the will failed");
+                    }
+                } else if let Some(client) = &self.client {
+                    // 5.0 section 3.1.3.2.2: sent after the Will Delay Interval
+                    // (or when the session ends), unless the session is
+                    // resumed first.
+                    let (broker, client, id, origin, declared) = (
+                        self.broker.clone(),
+                        client.clone(),
+                        self.id,
+                        self.client_id.clone(),
+                        self.declared,
+                    );
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+                        let resumed = client
+                            .lock()
+                            .expect("client lock")
+                            .conn
+                            .is_some_and(|c| c != id);
+                        if !resumed {
+                            if let Err(e) = broker.publish(&w, Some(&origin), declared).await {
+                                tracing::warn!(client = %origin, error = %e, "publishing the will failed");
+                            }
+                        }
+                    });
                 }
             }
         }
@@ -302,6 +332,11 @@ impl Conn {
             ack_props.server_keep_alive = Some(keep_alive);
         }
         self.keep_alive = Duration::from_secs(u64::from(keep_alive));
+        self.will_delay = c
+            .will
+            .as_ref()
+            .and_then(|w| w.properties.will_delay_interval)
+            .unwrap_or(0);
         self.will = c.will.map(|w| Publish {
             dup: false,
             qos: w.qos,
@@ -731,7 +766,9 @@ fn ack_for(
 ) -> Option<Packet> {
     let reason = match &result {
         Ok(()) => ReasonCode::Success,
-        Err(PublishError::FreeTopicsDisabled) => ReasonCode::TopicNameInvalid,
+        Err(PublishError::FreeTopicsDisabled | PublishError::Reserved) => {
+            ReasonCode::TopicNameInvalid
+        }
         Err(PublishError::Resource(ResourceError::Malformed(_))) => {
             ReasonCode::PayloadFormatInvalid
         }

@@ -16,6 +16,7 @@
 
 mod broker;
 mod connection;
+mod expiry;
 pub mod message;
 pub mod persist;
 pub mod session;

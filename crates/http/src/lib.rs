@@ -135,13 +135,27 @@ pub async fn serve(
     serve_with(listener, db, HttpOptions::default(), shutdown).await
 }
 
+/// Renders the Prometheus text exposition for `/metrics`.
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Settings of the REST server.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct HttpOptions {
     /// `http.require_authentication`. Users do not exist yet, so when this
     /// is set every request is refused with 401 (safe by default) until the
     /// security work adds them.
     pub require_authentication: bool,
+    /// What `GET /metrics` serves (Prometheus text format), if anything.
+    pub metrics: Option<MetricsFn>,
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("require_authentication", &self.require_authentication)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
 }
 
 /// [`serve`] with settings.
@@ -158,6 +172,26 @@ pub async fn serve_with(
         closing,
         live_guard: Arc::new(guard),
     });
+    if let Some(render) = options.metrics.clone() {
+        // `/metrics` is reserved: no table can be exported under that name
+        // and be reached here.
+        let metrics = Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let render = render.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        render(),
+                    )
+                }
+            }),
+        );
+        app = metrics.merge(app);
+    }
     if options.require_authentication {
         app = app.layer(axum::middleware::from_fn(refuse_unauthenticated));
     }

@@ -74,7 +74,12 @@ impl Database {
 
     /// The record `id` of `table`.
     pub fn get(&self, table: &TableDef, id: &str) -> Result<Option<Entry>, ResourceError> {
-        self.store.get(&table.name, id)?.map(entry).transpose()
+        Ok(self
+            .store
+            .get(&table.name, id)?
+            .map(entry)
+            .transpose()?
+            .filter(live))
     }
 
     /// Replaces (or creates) the record `id`.
@@ -213,7 +218,10 @@ impl Database {
         table: &TableDef,
         prefix: &str,
     ) -> impl Iterator<Item = Result<Entry, ResourceError>> + Send + use<> {
-        self.store.scan(&table.name, prefix).map(|r| entry(r?))
+        self.store
+            .scan(&table.name, prefix)
+            .map(|r| entry(r?))
+            .filter(|e| e.as_ref().map_or(true, live))
     }
 
     /// The current matching records, then every change to them.
@@ -275,6 +283,16 @@ impl Database {
             .write_one(WriteOp::local(table.name.as_str(), id, mutation))
             .await?)
     }
+}
+
+/// False for a record whose time to live has passed (it is about to be
+/// deleted; until then it is not served).
+fn live(e: &Entry) -> bool {
+    e.meta.expires_at.is_none_or(|at| {
+        at > std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    })
 }
 
 fn not_found(table: &TableDef, id: &str) -> ResourceError {

@@ -61,6 +61,7 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
             max_packet_size: config.mqtt.max_packet_size,
             free_topics: config.mqtt.free_topics,
             require_authentication: config.mqtt.require_authentication,
+            sys_interval: config.mqtt.sys_interval,
             ..mqdb_broker::BrokerConfig::default()
         },
     )
@@ -97,8 +98,10 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
     info!(address = %http_local, "HTTP (REST) listening");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics_broker = broker.clone();
     let http_options = mqdb_http::HttpOptions {
         require_authentication: config.http.require_authentication,
+        metrics: Some(std::sync::Arc::new(move || prometheus(&metrics_broker))),
     };
     if config.http.require_authentication {
         warn!(
@@ -133,6 +136,18 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
     drop(db);
     info!("stopped");
     Ok(())
+}
+
+/// The broker's figures in the Prometheus text exposition format.
+fn prometheus(broker: &mqdb_broker::Broker) -> String {
+    let mut out = String::new();
+    for (name, help, kind, value) in broker.figures() {
+        let metric = format!("mqdb_{}", name.replace('/', "_"));
+        out.push_str(&format!(
+            "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric} {value}\n"
+        ));
+    }
+    out
 }
 
 async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {

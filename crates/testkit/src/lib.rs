@@ -54,20 +54,37 @@ impl TestServer {
 
     /// A server on an existing data directory (for restarts).
     pub async fn open(dir: &Path, schema: &str, config: BrokerConfig) -> TestServer {
-        let store = Store::open(StoreConfig { path: dir.join("data"), sync: true, node: 0 })
-            .expect("open store");
+        let store = Store::open(StoreConfig {
+            path: dir.join("data"),
+            sync: true,
+            node: 0,
+        })
+        .expect("open store");
         let schema = Schema::parse(schema, Path::new("schema.graphql")).expect("schema");
         let db = Database::new(store, schema);
-        let broker = Broker::start(db.clone(), config).await.expect("start broker");
-        let mqtt_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mqtt");
-        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-        let (mqtt, http) = (mqtt_listener.local_addr().unwrap(), http_listener.local_addr().unwrap());
+        let broker = Broker::start(db.clone(), config)
+            .await
+            .expect("start broker");
+        let mqtt_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mqtt");
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http");
+        let (mqtt, http) = (
+            mqtt_listener.local_addr().unwrap(),
+            http_listener.local_addr().unwrap(),
+        );
         let (stop, stopped) = watch::channel(false);
         let wait = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let tasks = vec![
-            tokio::spawn(mqdb_broker::serve_tcp(broker.clone(), mqtt_listener, wait(stopped.clone()))),
+            tokio::spawn(mqdb_broker::serve_tcp(
+                broker.clone(),
+                mqtt_listener,
+                wait(stopped.clone()),
+            )),
             tokio::spawn({
                 let db = db.clone();
                 let w = wait(stopped);
@@ -76,7 +93,16 @@ impl TestServer {
                 }
             }),
         ];
-        TestServer { mqtt, http, broker, db, dir: dir.to_path_buf(), _temp: None, stop, tasks }
+        TestServer {
+            mqtt,
+            http,
+            broker,
+            db,
+            dir: dir.to_path_buf(),
+            _temp: None,
+            stop,
+            tasks,
+        }
     }
 
     /// The data directory (pass to [`TestServer::open`] to restart).
@@ -115,7 +141,11 @@ impl RawClient {
     /// Opens a TCP connection without sending anything.
     pub async fn open(addr: SocketAddr, version: Version) -> RawClient {
         let stream = TcpStream::connect(addr).await.expect("connect");
-        RawClient { stream, buf: BytesMut::new(), version }
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
     }
 
     /// Connects and returns the CONNACK.
@@ -166,7 +196,9 @@ impl RawClient {
     pub async fn recv_within(&mut self, d: Duration) -> Option<Packet> {
         let deadline = tokio::time::Instant::now() + d;
         loop {
-            if let Some(p) = decode(&mut self.buf, self.version, &Limits::default()).expect("server sent a valid packet") {
+            if let Some(p) = decode(&mut self.buf, self.version, &Limits::default())
+                .expect("server sent a valid packet")
+            {
                 return Some(p);
             }
             match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {

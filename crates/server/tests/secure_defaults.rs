@@ -26,7 +26,9 @@ async fn default_config_refuses_unauthenticated_clients() {
     let mqtt = server.logged_address("MQTT listening");
     server.wait_for_line("ready");
 
-    let resp = reqwest::get(format!("http://{http}/Anything/x")).await.unwrap();
+    let resp = reqwest::get(format!("http://{http}/Anything/x"))
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     assert!(resp.headers().contains_key("www-authenticate"));
     let body: serde_json::Value = resp.json().await.unwrap();
@@ -35,12 +37,19 @@ async fn default_config_refuses_unauthenticated_clients() {
     // MQTT 3.1.1 CONNECT, clean session, client id "c", no credentials.
     let mut sock = std::net::TcpStream::connect(mqtt).unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
-    sock.write_all(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'c']).unwrap();
+    sock.write_all(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'c',
+    ])
+    .unwrap();
     let mut ack = [0u8; 4];
     sock.read_exact(&mut ack).unwrap();
     assert_eq!(ack, [0x20, 2, 0, 5], "CONNACK: not authorized");
     let mut rest = Vec::new();
-    assert_eq!(sock.read_to_end(&mut rest).unwrap(), 0, "then the server closes");
+    assert_eq!(
+        sock.read_to_end(&mut rest).unwrap(),
+        0,
+        "then the server closes"
+    );
 
     server.signal("TERM");
     assert!(wait_bounded(&mut server.child).success());

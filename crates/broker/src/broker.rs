@@ -137,6 +137,8 @@ struct Inner {
     /// Set once at shutdown; connections watch it and close with 0x8B.
     closing: tokio::sync::watch::Sender<bool>,
     feed: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Background tasks that end when `closing` turns true.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     expiring: tokio::sync::mpsc::UnboundedSender<crate::expiry::Due>,
     state: Mutex<State>,
     next_conn: AtomicU64,
@@ -168,13 +170,19 @@ impl Broker {
     /// A broker over `db`; restores stored persistent sessions.
     pub async fn start(db: Database, config: BrokerConfig) -> Result<Broker, ResourceError> {
         let (expiring, due) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(crate::expiry::sweep(db.store().clone(), due));
+        let closing = tokio::sync::watch::channel(false).0;
+        let sweeper = tokio::spawn(crate::expiry::sweep(
+            db.store().clone(),
+            due,
+            closing.subscribe(),
+        ));
         let broker = Broker {
             inner: Arc::new(Inner {
                 db,
                 config,
-                closing: tokio::sync::watch::channel(false).0,
+                closing,
                 feed: Mutex::new(None),
+                tasks: Mutex::new(vec![sweeper]),
                 expiring,
                 state: Mutex::default(),
                 next_conn: AtomicU64::new(1),
@@ -190,7 +198,7 @@ impl Broker {
         if broker.inner.config.sys_interval > 0 {
             let sys = broker.clone();
             let mut closing = broker.closing();
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let every = std::time::Duration::from_secs(sys.inner.config.sys_interval);
                 let started = std::time::Instant::now();
                 loop {
@@ -201,6 +209,7 @@ impl Broker {
                     }
                 }
             });
+            broker.inner.tasks.lock().expect("tasks lock").push(task);
         }
         Ok(broker)
     }
@@ -340,17 +349,9 @@ impl Broker {
         filter: &TopicFilter,
         sub: Sub,
     ) -> bool {
-        let mut state = self.inner.state.lock().expect("state lock");
-        let key = (client_id.clone(), filter.clone());
-        let existed;
-        if let Some((table, query)) = topics::query_filter(self.inner.db.schema(), filter) {
-            existed = state
-                .queries
-                .iter()
-                .any(|q| q.client == *client_id && q.filter == *filter);
-            state
-                .queries
-                .retain(|q| !(q.client == *client_id && q.filter == *filter));
+        // A query subscription starts from the records matching now; they
+        // are read before taking the lock (a scan must not block routing).
+        let query = topics::query_filter(self.inner.db.schema(), filter).map(|(table, query)| {
             let matching = self
                 .inner
                 .db
@@ -363,17 +364,33 @@ impl Broker {
                 )
                 .map(|it| it.filter_map(Result::ok).map(|e| e.id).collect())
                 .unwrap_or_default();
-            state.queries.push(QuerySub {
-                client: client_id.clone(),
-                table: table.name.clone(),
-                filter: filter.clone(),
-                query,
-                sub: sub.clone(),
-                matching,
-            });
-        } else {
-            existed = state.trie.insert(filter, key, sub.clone()).is_some();
-        }
+            (table.name.clone(), query, matching)
+        });
+        let mut state = self.inner.state.lock().expect("state lock");
+        let existed = match query {
+            Some((table, query, matching)) => {
+                let existed = state
+                    .queries
+                    .iter()
+                    .any(|q| q.client == *client_id && q.filter == *filter);
+                state
+                    .queries
+                    .retain(|q| !(q.client == *client_id && q.filter == *filter));
+                state.queries.push(QuerySub {
+                    client: client_id.clone(),
+                    table,
+                    filter: filter.clone(),
+                    query,
+                    sub: sub.clone(),
+                    matching,
+                });
+                existed
+            }
+            None => state
+                .trie
+                .insert(filter, (client_id.clone(), filter.clone()), sub.clone())
+                .is_some(),
+        };
         let mut c = client.lock().expect("client lock");
         c.subscriptions.retain(|(f, _)| f != filter);
         c.subscriptions.push((filter.clone(), sub));
@@ -914,6 +931,10 @@ impl Broker {
         if let Some(task) = feed {
             task.abort();
             let _ = task.await;
+        }
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock().expect("tasks lock"));
+        for task in tasks {
+            let _ = tokio::time::timeout(grace, task).await;
         }
         self.persist_all().await;
     }

@@ -25,13 +25,21 @@ pub(crate) struct Due {
     pub(crate) version: u64,
 }
 
-/// Runs until the sender side is dropped.
-pub(crate) async fn sweep(store: Store, mut rx: mpsc::UnboundedReceiver<Due>) {
+/// Runs until the sender side is dropped or `closing` turns true.
+pub(crate) async fn sweep(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<Due>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
     let mut heap: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     loop {
+        if *closing.borrow() {
+            return;
+        }
         let next_at = heap.peek().map(|Reverse(d)| d.at);
         let wait = next_at.map(|at| std::time::Duration::from_millis(at.saturating_sub(now_ms())));
         tokio::select! {
+            _ = closing.changed() => return,
             due = rx.recv() => match due {
                 Some(d) => heap.push(Reverse(d)),
                 None => return,

@@ -195,6 +195,17 @@ impl Broker {
         let feed = broker.clone();
         let task = tokio::spawn(async move { feed.follow_changes().await });
         *broker.inner.feed.lock().expect("feed lock") = Some(task);
+        let maintenance = broker.clone();
+        let mut closing = broker.closing();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => maintenance.expire_sessions(),
+                    _ = closing.changed() => return,
+                }
+            }
+        });
+        broker.inner.tasks.lock().expect("tasks lock").push(task);
         if broker.inner.config.sys_interval > 0 {
             let sys = broker.clone();
             let mut closing = broker.closing();
@@ -809,6 +820,35 @@ impl Broker {
                 tracing::warn!(client_id = id, error = %e, "removing a stored session failed");
             }
         });
+    }
+
+    /// Ends disconnected sessions whose Session Expiry Interval has passed
+    /// (section 3.1.2.11.2: the session state is discarded then).
+    fn expire_sessions(&self) {
+        let now = now_ms();
+        let mut state = self.inner.state.lock().expect("state lock");
+        let expired: Vec<Arc<str>> = state
+            .clients
+            .iter()
+            .filter(|(_, client)| {
+                let c = client.lock().expect("client lock");
+                c.conn.is_none()
+                    && c.expiry != u32::MAX
+                    && c.disconnected_at + u64::from(c.expiry) * 1000 <= now
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Some(client) = state.clients.remove(&id) {
+                let subs = std::mem::take(&mut client.lock().expect("client lock").subscriptions);
+                for (filter, _) in subs {
+                    state.trie.remove(&filter, &(id.clone(), filter.clone()));
+                }
+                state.queries.retain(|q| q.client != id);
+                self.forget_session(&id);
+                tracing::debug!(client = %id, "session expired");
+            }
+        }
     }
 
     /// The statistics as (name, help, kind, value), for `$SYS` and `/metrics`.

@@ -255,9 +255,18 @@ impl Broker {
         expiry: u32,
     ) -> (Client, bool) {
         let mut state = self.inner.state.lock().expect("state lock");
+        // A disconnected session past its expiry is gone, even if the
+        // periodic sweep has not removed it yet (section 3.1.2.11.2).
+        let now = now_ms();
         let existing = state.clients.get(client_id).cloned();
+        let expired = existing.as_ref().is_some_and(|client| {
+            let c = client.lock().expect("client lock");
+            c.conn.is_none()
+                && c.expiry != u32::MAX
+                && c.disconnected_at + u64::from(c.expiry) * 1000 <= now
+        });
         let (client, present) = match existing {
-            Some(client) if !clean_start => {
+            Some(client) if !clean_start && !expired => {
                 {
                     let mut c = client.lock().expect("client lock");
                     if c.conn.is_some() {
@@ -468,17 +477,17 @@ impl Broker {
                         self.inner.db.delete(table, id).await?;
                     } else {
                         let body = body_of(publish, declared)?;
-                        self.inner.db.put(table, id, body, meta_of(publish)).await?;
+                        self.inner
+                            .db
+                            .put(table, id, body, meta_of(publish, origin))
+                            .await?;
                     }
                     return Ok(());
                 }
-                let payload = match body_of(publish, declared) {
-                    Ok(Body::Map(m)) => Payload::Structured(m),
-                    _ => Payload::Raw(publish.payload.clone()),
-                };
+                // Not stored: delivered as sent, bytes and properties unchanged.
                 let msg = Message::new(
                     publish.topic.clone(),
-                    payload,
+                    Payload::Raw(publish.payload.clone()),
                     publish.qos,
                     false,
                     publish.properties.clone(),
@@ -501,7 +510,7 @@ impl Broker {
                             .delete(&self.inner.retained, &publish.topic)
                             .await?;
                     } else {
-                        let meta = meta_of(publish);
+                        let meta = meta_of(publish, origin);
                         let body = Body::Binary(publish.payload.clone());
                         self.inner
                             .db
@@ -815,11 +824,15 @@ impl Broker {
         let db = self.inner.db.clone();
         let table = self.inner.sessions.clone();
         let id = client_id.to_string();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = db.delete(&table, &id).await {
                 tracing::warn!(client_id = id, error = %e, "removing a stored session failed");
             }
         });
+        // Tracked so that shutdown waits for it (it holds the store).
+        let mut tasks = self.inner.tasks.lock().expect("tasks lock");
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 
     /// Ends disconnected sessions whose Session Expiry Interval has passed
@@ -936,7 +949,12 @@ impl Broker {
             let body = Body::Binary(publish.payload.clone());
             self.inner
                 .db
-                .put(&self.inner.retained, &publish.topic, body, meta_of(publish))
+                .put(
+                    &self.inner.retained,
+                    &publish.topic,
+                    body,
+                    meta_of(publish, None),
+                )
                 .await?;
         }
         let msg = Message::new(
@@ -1039,9 +1057,11 @@ pub(crate) fn body_of(publish: &Publish, declared: Option<Format>) -> Result<Bod
 }
 
 /// The message metadata kept with a retained record.
-pub(crate) fn meta_of(publish: &Publish) -> Meta {
+pub(crate) fn meta_of(publish: &Publish, origin: Option<&Arc<str>>) -> Meta {
     let p = &publish.properties;
     Meta {
+        qos: Some(publish.qos as u8),
+        origin: origin.map(|o| o.to_string()),
         content_type: p.content_type.as_deref().map(str::to_owned),
         payload_utf8: p
             .payload_format_indicator

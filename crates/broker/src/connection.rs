@@ -31,6 +31,9 @@ use crate::session::ResendPacket;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retained messages moved into the session per step (bounded streaming).
 const RETAINED_STEP: usize = 256;
+/// Publishes of one connection being processed at once; beyond this the
+/// connection stops reading (back-pressure instead of buffering).
+const MAX_PENDING_PUBLISHES: usize = 1024;
 
 /// A publish being processed: whether it counts against the Receive
 /// Maximum (QoS 1/2), and the acknowledgement to send when done.
@@ -230,9 +233,27 @@ impl Conn {
     {
         self.handle_connect(connect);
         let result = self.session_loop(reader, writer, &mut rbuf, limits).await;
+        // Publishes received before the connection ended are carried out
+        // (packets are processed in order: a DISCONNECT or EOF after a PUBLISH
+        // must not discard it), and their acks sent if the socket still works.
+        let drain = async {
+            while let Some((_, ack)) = self.acks.next().await {
+                if let Some(p) = ack.filter(|p| !matches!(p, Packet::Disconnect(_))) {
+                    self.send(&p);
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(client = %self.client_id, "publishes still pending at close were abandoned");
+        }
         let will = match &result {
             Err(Close::Client { will }) => *will,
-            Err(Close::TakenOver) => false,
+            // MQTT-3.1.4-3: the old connection's will is published (a will
+            // delay lets a resumed session cancel it, section 3.1.2.5).
+            Err(Close::TakenOver) => true,
             // The server going down is not the client failing.
             Err(Close::Server(ReasonCode::ServerShuttingDown, _)) => false,
             _ => true,
@@ -439,12 +460,14 @@ impl Conn {
         let mut last_packet = tokio::time::Instant::now();
         let mut closing = self.broker.closing();
         loop {
+            self.complete_ready_acks()?;
             self.pull_retained(&client);
             self.take_outbox(&client)?;
             self.flush(writer).await?;
+            let reading = self.acks.len() < MAX_PENDING_PUBLISHES;
             let wake = client.lock().expect("client lock").wake.clone();
             tokio::select! {
-                read = read_with_idle(reader, rbuf, idle.map(|i| last_packet + i)) => {
+                read = read_with_idle(reader, rbuf, idle.map(|i| last_packet + i)), if reading => {
                     match read {
                         ReadOutcome::Data => last_packet = tokio::time::Instant::now(),
                         ReadOutcome::Eof => return Err(Close::Client { will: true }),
@@ -459,20 +482,53 @@ impl Conn {
                     }
                 }
                 Some((counted, ack)) = self.acks.next(), if !self.acks.is_empty() => {
-                    if counted {
-                        self.unacked_in -= 1;
-                    }
-                    match ack {
-                        Some(Packet::Disconnect(_)) => return Err(Close::Server(ReasonCode::ImplementationSpecificError, "publish refused")),
-                        Some(p) => self.send(&p),
-                        None => {}
-                    }
+                    self.acked(counted, ack)?;
                 }
                 () = wake.notified() => {}
                 () = until_true(&mut closing) => {
                     return Err(Close::Server(ReasonCode::ServerShuttingDown, "server shutting down"));
                 }
             }
+        }
+    }
+
+    fn send_publishes(&mut self, publishes: Vec<Publish>) {
+        if !publishes.is_empty() {
+            self.broker
+                .stats()
+                .messages_sent
+                .fetch_add(publishes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        for p in publishes {
+            self.send(&Packet::Publish(p));
+        }
+    }
+
+    /// Sends the acknowledgements of every publish already processed, in
+    /// order, without waiting for the others.
+    fn complete_ready_acks(&mut self) -> Result<(), Close> {
+        use futures_util::FutureExt as _;
+        while let Some(Some((counted, ack))) = self.acks.next().now_or_never() {
+            self.acked(counted, ack)?;
+        }
+        Ok(())
+    }
+
+    fn acked(&mut self, counted: bool, ack: Option<Packet>) -> Result<(), Close> {
+        if counted {
+            self.unacked_in -= 1;
+        }
+        match ack {
+            // A refused publish on 3.1.1: the connection is closed.
+            Some(Packet::Disconnect(_)) => Err(Close::Server(
+                ReasonCode::ImplementationSpecificError,
+                "publish refused",
+            )),
+            Some(p) => {
+                self.send(&p);
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
@@ -486,15 +542,7 @@ impl Conn {
             }
             std::mem::take(&mut c.outbox)
         };
-        if !packets.is_empty() {
-            self.broker
-                .stats()
-                .messages_sent
-                .fetch_add(packets.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-        for p in packets {
-            self.send(&Packet::Publish(p));
-        }
+        self.send_publishes(packets);
         Ok(())
     }
 
@@ -507,7 +555,7 @@ impl Conn {
             }
             let mut moved = 0;
             for msg in iter.by_ref() {
-                let qos = sub.options.qos;
+                let qos = msg.qos.min(sub.options.qos);
                 let ids: Vec<_> = sub.id.into_iter().collect();
                 self.broker
                     .deliver(client, &msg, qos, true, &ids, sub.format);
@@ -526,36 +574,35 @@ impl Conn {
 
     async fn handle(&mut self, packet: Packet, client: &Client) -> Result<(), Close> {
         match packet {
-            Packet::Publish(p) => self.handle_publish(p, client)?,
+            Packet::Publish(p) => self.handle_publish(p, client).await?,
+            // Publishes freed by an ack go out after those already in the
+            // outbox (taken in the same critical section): order is kept.
             Packet::PubAck(a) => {
-                let next = client
-                    .lock()
-                    .expect("client lock")
-                    .session
-                    .on_puback(a.packet_id);
-                next.into_iter()
-                    .for_each(|p| self.send(&Packet::Publish(p)));
+                let next = {
+                    let mut c = client.lock().expect("client lock");
+                    let next = c.session.on_puback(a.packet_id);
+                    with_outbox(&mut c, next)
+                };
+                self.send_publishes(next);
             }
             Packet::PubRec(r) => {
-                let (rel, next) = client
-                    .lock()
-                    .expect("client lock")
-                    .session
-                    .on_pubrec(r.packet_id, r.reason_code);
+                let (rel, next) = {
+                    let mut c = client.lock().expect("client lock");
+                    let (rel, next) = c.session.on_pubrec(r.packet_id, r.reason_code);
+                    (rel, with_outbox(&mut c, next))
+                };
                 if let Some(rel) = rel {
                     self.send(&Packet::PubRel(rel));
                 }
-                next.into_iter()
-                    .for_each(|p| self.send(&Packet::Publish(p)));
+                self.send_publishes(next);
             }
-            Packet::PubComp(c) => {
-                let next = client
-                    .lock()
-                    .expect("client lock")
-                    .session
-                    .on_pubcomp(c.packet_id);
-                next.into_iter()
-                    .for_each(|p| self.send(&Packet::Publish(p)));
+            Packet::PubComp(pc) => {
+                let next = {
+                    let mut c = client.lock().expect("client lock");
+                    let next = c.session.on_pubcomp(pc.packet_id);
+                    with_outbox(&mut c, next)
+                };
+                self.send_publishes(next);
             }
             Packet::PubRel(r) => {
                 let comp = client
@@ -603,7 +650,7 @@ impl Conn {
         Ok(())
     }
 
-    fn handle_publish(&mut self, mut p: Publish, client: &Client) -> Result<(), Close> {
+    async fn handle_publish(&mut self, mut p: Publish, client: &Client) -> Result<(), Close> {
         // Inbound topic aliases (5.0, section 3.3.2.3.4).
         if let Some(alias) = p.properties.topic_alias {
             if alias.get() > self.broker.config().topic_alias_maximum {
@@ -636,15 +683,25 @@ impl Conn {
             ));
         }
         // MQTT-3.3.4-9: more unacknowledged QoS 1/2 publishes than the
-        // Receive Maximum we announced is a protocol violation (0x93).
+        // Receive Maximum we announced is a protocol violation (0x93). A
+        // QoS 1 publish counts until its PUBACK, a QoS 2 one until PUBCOMP
+        // (its id stays in the session until PUBREL).
         if p.qos != QoS::AtMostOnce {
-            if self.unacked_in >= usize::from(self.broker.config().receive_maximum) {
+            let qos2_open = client
+                .lock()
+                .expect("client lock")
+                .session
+                .pending_incoming()
+                .count();
+            if self.unacked_in + qos2_open >= usize::from(self.broker.config().receive_maximum) {
                 return Err(Close::Server(
                     ReasonCode::ReceiveMaximumExceeded,
                     "receive maximum exceeded",
                 ));
             }
-            self.unacked_in += 1;
+            if p.qos == QoS::AtLeastOnce {
+                self.unacked_in += 1;
+            }
         }
         let pid = p.packet_id;
         if p.qos == QoS::ExactlyOnce {
@@ -657,7 +714,7 @@ impl Conn {
             {
                 // A retransmission before PUBREL: acknowledge, deliver nothing.
                 self.acks.push_back(Box::pin(async move {
-                    (true, Some(Packet::PubRec(PubRec::new(id))))
+                    (false, Some(Packet::PubRec(PubRec::new(id))))
                 }));
                 return Ok(());
             }
@@ -668,12 +725,21 @@ impl Conn {
         let v5 = self.v5();
         let client = client.clone();
         let qos = p.qos;
-        // QoS 0 publishes go through the same ordered queue: they have no
-        // acknowledgement, but a refused one still closes a 3.1.1 connection.
+        if !p.retain && self.acks.is_empty() {
+            // Nothing to wait for (no durable write) and nothing ahead of it:
+            // deliver now. `publish` does not suspend for a non-retained
+            // message, so this is as cheap as a function call.
+            let result = broker.publish(&p, Some(&origin), declared).await;
+            let ack = ack_for(result, qos, pid, v5, &client);
+            return self.acked(qos == QoS::AtLeastOnce, ack);
+        }
+        // Retained publishes are durable writes: processed concurrently,
+        // acknowledged in order (QoS 0 ones too: they have no ack, but a
+        // refused one still closes a 3.1.1 connection).
         self.acks.push_back(Box::pin(async move {
             let result = broker.publish(&p, Some(&origin), declared).await;
             (
-                qos != QoS::AtMostOnce,
+                qos == QoS::AtLeastOnce,
                 ack_for(result, qos, pid, v5, &client),
             )
         }));
@@ -837,4 +903,11 @@ async fn read_with_idle<R: AsyncRead + Unpin>(
 /// Completes when the watched flag is true (or its sender is gone).
 async fn until_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|c| *c).await;
+}
+
+/// The outbox's publishes followed by `next` (lock held by the caller).
+fn with_outbox(c: &mut crate::broker::ClientState, next: Vec<Publish>) -> Vec<Publish> {
+    let mut out = std::mem::take(&mut c.outbox);
+    out.extend(next);
+    out
 }

@@ -68,7 +68,9 @@ impl Message {
     }
 
     /// A stored record as a message on `topic` (its metadata becomes
-    /// properties again).
+    /// properties again). Its QoS is the one it was published with over
+    /// MQTT, else `qos` (REST writes have none: delivered at the
+    /// subscription's QoS); its origin is the client that wrote it.
     pub fn from_record(
         topic: TopicName,
         body: Body,
@@ -76,6 +78,7 @@ impl Message {
         qos: QoS,
         retain: bool,
     ) -> Arc<Message> {
+        let qos = meta.qos.and_then(QoS::from_u8).unwrap_or(qos);
         let mut properties = PublishProperties {
             payload_format_indicator: meta.payload_utf8.map(|utf8| {
                 if utf8 {
@@ -111,6 +114,7 @@ impl Message {
         let m = Arc::get_mut(&mut msg).expect("fresh message");
         m.properties = properties;
         m.expires_at = meta.expires_at;
+        m.origin = meta.origin.as_deref().map(Arc::from);
         msg
     }
 

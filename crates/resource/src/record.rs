@@ -53,6 +53,11 @@ pub struct Meta {
     pub correlation_data: Option<Bytes>,
     /// When the record expires (Unix milliseconds), from a message expiry interval.
     pub expires_at: Option<u64>,
+    /// The QoS it was published with over MQTT (a retained message keeps
+    /// its QoS: it is delivered at the lower of this and the subscription's).
+    pub qos: Option<u8>,
+    /// The MQTT client that wrote it (for No Local on the change it makes).
+    pub origin: Option<String>,
 }
 
 impl Meta {
@@ -87,6 +92,12 @@ impl Meta {
         if let Some(exp) = self.expires_at {
             m.insert("exp".into(), Value::from(exp));
         }
+        if let Some(q) = self.qos {
+            m.insert("q".into(), Value::Int(i64::from(q)));
+        }
+        if let Some(o) = &self.origin {
+            m.insert("o".into(), Value::String(o.clone()));
+        }
         Value::Map(m)
     }
 
@@ -110,6 +121,11 @@ impl Meta {
             response_topic: string("rt"),
             correlation_data: m.get("cd").and_then(Value::as_bytes).cloned(),
             expires_at: m.get("exp").and_then(Value::as_u64),
+            qos: m
+                .get("q")
+                .and_then(Value::as_u64)
+                .and_then(|q| u8::try_from(q).ok()),
+            origin: string("o"),
         })
     }
 }
@@ -196,6 +212,8 @@ mod tests {
             response_topic: Some("r/t".into()),
             correlation_data: Some(Bytes::from_static(b"\0\x01")),
             expires_at: Some(1_900_000_000_000),
+            qos: Some(1),
+            origin: Some("client-7".into()),
         };
         for body in [
             Body::Map(m),

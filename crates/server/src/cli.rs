@@ -1,8 +1,8 @@
-//! The command line (SPEC §8): `mqdb serve` and `mqdb config`, parsed with
-//! clap, and dispatch to the code that carries each one out.
+//! The command line (SPEC §8): `mqdb serve`, `mqdb config` and `mqdb bench`,
+//! parsed with clap, and dispatch to the code that carries each one out.
 //!
 //! Owns argument parsing and what each subcommand writes to stdout. It must
-//! not hold server logic: `serve` and `config` do the work.
+//! not hold server logic: `serve`, `config` and `bench` do the work.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::bench::{self, BenchArgs};
 use crate::config::{self, Config};
 use crate::serve;
 
@@ -36,6 +37,8 @@ enum Command {
     Serve(ConfigArgs),
     /// Print the effective configuration (defaults, file, environment) as TOML
     Config(ConfigArgs),
+    /// Measure any MQTT broker: fan-in, fan-out, latency, retained writes
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +53,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve::serve(args.config.as_deref()),
         Command::Config(args) => print_config(&Config::load(args.config.as_deref())?),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -3,9 +3,10 @@
 //!
 //! This file only wires modules together and turns errors into an exit code.
 //! `cli` owns the command line, `config` the settings, `serve` the running
-//! server. `anyhow` is used in this crate only; library crates use typed
-//! errors.
+//! server, `bench` the load generator. `anyhow` is used in this crate only;
+//! library crates use typed errors.
 
+mod bench;
 mod cli;
 mod config;
 mod serve;

@@ -1,0 +1,200 @@
+//! One benchmark connection: TCP to any MQTT broker, CONNECT / CONNACK and
+//! SUBSCRIBE / SUBACK with timeouts, then packets in and out through two
+//! buffers so that reads and writes are batched (many packets per syscall).
+//!
+//! It knows nothing of workloads: publishers and subscribers drive it.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use bytes::{Bytes, BytesMut};
+use mqdb_codec::{
+    Connect, ConnectProperties, Limits, Packet, PacketId, QoS, Subscribe, SubscribeProperties,
+    SubscriptionOptions, TopicFilter, Version, decode, encode,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+
+/// How long connecting, the CONNACK and the SUBACK may take.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The keep-alive announced in CONNECT; idle connections ping at half of it.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(60);
+
+/// Read granularity: one read may bring in this much at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where to connect and as whom.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) version: Version,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    /// Prefix of every client id, unique per run.
+    pub(crate) client_prefix: String,
+}
+
+/// An open MQTT connection after a successful CONNACK.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    stream: TcpStream,
+    version: Version,
+    limits: Limits,
+    rbuf: BytesMut,
+    /// Packets queued by [`Conn::queue`] or written directly, sent by
+    /// [`Conn::flush`].
+    pub(crate) wbuf: BytesMut,
+    /// The broker's Receive Maximum (5.0 CONNACK); 65,535 when absent.
+    pub(crate) receive_maximum: u16,
+    /// When the last write went out (for keep-alive pings).
+    pub(crate) last_write: Instant,
+}
+
+impl Conn {
+    /// Connects as `<prefix>-<role>` with a clean session.
+    pub(crate) async fn connect(target: &Target, role: &str) -> Result<Conn> {
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        let addr = (target.host.as_str(), target.port);
+        let stream = timeout_at(deadline, TcpStream::connect(addr))
+            .await
+            .map_err(|_| anyhow!("connect timed out after {HANDSHAKE_TIMEOUT:?}"))?
+            .with_context(|| format!("connecting to {}:{}", target.host, target.port))?;
+        stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+        let mut conn = Conn {
+            stream,
+            version: target.version,
+            limits: Limits::default(),
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            receive_maximum: u16::MAX,
+            last_write: Instant::now(),
+        };
+        let keep_alive = u16::try_from(KEEP_ALIVE.as_secs()).unwrap_or(u16::MAX);
+        conn.queue(&Packet::Connect(Connect {
+            protocol: target.version,
+            clean_start: true,
+            keep_alive,
+            properties: ConnectProperties::default(),
+            client_id: format!("{}-{role}", target.client_prefix).into(),
+            will: None,
+            username: target.username.as_deref().map(Into::into),
+            password: target.password.clone().map(Bytes::from),
+        }))?;
+        conn.flush().await?;
+        match conn.next_before(deadline, "CONNACK").await? {
+            Packet::ConnAck(ack) if !ack.reason_code.is_error() => {
+                if let Some(max) = ack.properties.receive_maximum {
+                    conn.receive_maximum = max.get();
+                }
+                Ok(conn)
+            }
+            Packet::ConnAck(ack) => bail!("broker refused CONNECT: {:?}", ack.reason_code),
+            other => bail!("expected CONNACK, got {:?}", other.packet_type()),
+        }
+    }
+
+    /// Subscribes to `filter` at `qos` and waits for a successful SUBACK.
+    pub(crate) async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<()> {
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        self.queue(&Packet::Subscribe(Subscribe {
+            packet_id: PacketId::MIN,
+            properties: SubscribeProperties::default(),
+            filters: vec![(
+                TopicFilter::new(filter.to_owned())?,
+                SubscriptionOptions {
+                    qos,
+                    ..SubscriptionOptions::default()
+                },
+            )],
+        }))?;
+        self.flush().await?;
+        loop {
+            match self.next_before(deadline, "SUBACK").await? {
+                Packet::SubAck(ack) => {
+                    return match ack.reason_codes.first() {
+                        Some(code) if !code.is_error() => Ok(()),
+                        code => bail!("broker refused SUBSCRIBE {filter}: {code:?}"),
+                    };
+                }
+                // A retained message may arrive before the SUBACK is read.
+                Packet::Publish(_) => {}
+                other => bail!("expected SUBACK, got {:?}", other.packet_type()),
+            }
+        }
+    }
+
+    /// Encodes `packet` into the write buffer.
+    pub(crate) fn queue(&mut self, packet: &Packet) -> Result<()> {
+        encode(packet, self.version, &mut self.wbuf).context("encoding a packet")?;
+        Ok(())
+    }
+
+    /// Writes out everything queued, in one `write_all`.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .write_all(&self.wbuf)
+            .await
+            .context("writing to the broker")?;
+        self.wbuf.clear();
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    /// The next complete packet already read, if any.
+    pub(crate) fn decoded(&mut self) -> Result<Option<Packet>> {
+        decode(&mut self.rbuf, self.version, &self.limits).context("the broker sent a bad packet")
+    }
+
+    /// Reads whatever the socket has (waiting for at least one byte).
+    /// Cancel safe: usable as a `select!` branch. Fails when the broker has
+    /// closed the connection.
+    pub(crate) async fn fill(&mut self) -> Result<()> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match self.stream.read_buf(&mut self.rbuf).await {
+            Ok(0) => bail!("the broker closed the connection"),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e).context("reading from the broker"),
+        }
+    }
+
+    /// The next packet, reading until `deadline`.
+    async fn next_before(&mut self, deadline: Instant, what: &str) -> Result<Packet> {
+        loop {
+            if let Some(packet) = self.decoded()? {
+                return Ok(packet);
+            }
+            timeout_at(deadline, self.fill())
+                .await
+                .map_err(|_| anyhow!("no {what} within {HANDSHAKE_TIMEOUT:?}"))??;
+        }
+    }
+
+    /// Sends DISCONNECT and closes, giving up after a second.
+    pub(crate) async fn disconnect(mut self) {
+        if self.queue(&Packet::Disconnect(Default::default())).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = self.flush().await;
+                let _ = self.stream.shutdown().await;
+            })
+            .await;
+        }
+    }
+
+    /// The protocol version in use.
+    pub(crate) fn version(&self) -> Version {
+        self.version
+    }
+}
+
+/// The QoS for a `--qos` value (already range-checked by clap).
+pub(crate) fn qos(value: u8) -> QoS {
+    QoS::from_u8(value).unwrap_or(QoS::AtLeastOnce)
+}

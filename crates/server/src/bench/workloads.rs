@@ -1,0 +1,231 @@
+//! The workloads of `mqdb bench`: their options, the round each one runs
+//! (see [`pubsub`](super::pubsub)) and the figures each one reports.
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use mqdb_codec::QoS;
+
+use super::Common;
+use super::client::qos;
+use super::publisher::Topics;
+use super::pubsub::{self, RoundPlan};
+use super::report::{Report, group, rate};
+
+/// Records written by `retained` unless `--count` says otherwise.
+const RETAINED_COUNT: u64 = 50_000;
+
+/// What to measure.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Workload {
+    /// P publishers over T topics (bench/fanin/<t>) -> S subscribers on
+    /// bench/fanin/#, publishing as fast as the broker accepts
+    Fanin(FaninArgs),
+    /// One publisher at a fixed rate -> N subscribers on bench/fanout
+    Fanout(FanoutArgs),
+    /// One publisher at a fixed rate -> one subscriber on bench/latency
+    Latency(LatencyArgs),
+    /// N retained publishes (QoS 1 by default) to distinct topics
+    /// <prefix>/<i>, W in flight: record writes per second
+    Retained(RetainedArgs),
+}
+
+/// `mqdb bench fanin`.
+#[derive(Debug, Args)]
+pub(crate) struct FaninArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Publishing connections
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    publishers: u32,
+    /// Topics; publisher p publishes to bench/fanin/<p mod T> [default: one
+    /// per publisher]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    topics: Option<u32>,
+    /// Subscribing connections, each on bench/fanin/#
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    subscribers: u32,
+    /// Messages per second per publisher [default: as fast as accepted]
+    #[arg(long, value_name = "MSGS")]
+    rate: Option<f64>,
+}
+
+/// `mqdb bench fanout`.
+#[derive(Debug, Args)]
+pub(crate) struct FanoutArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Subscribing connections, all on bench/fanout
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    subscribers: u32,
+    /// Messages per second published
+    #[arg(long, value_name = "MSGS", default_value_t = 1000.0)]
+    rate: f64,
+}
+
+/// `mqdb bench latency`.
+#[derive(Debug, Args)]
+pub(crate) struct LatencyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Messages per second published
+    #[arg(long, value_name = "MSGS", default_value_t = 10_000.0)]
+    rate: f64,
+}
+
+/// `mqdb bench retained`.
+#[derive(Debug, Args)]
+pub(crate) struct RetainedArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Topic prefix: record i is <prefix>/<i> (an mqdb table when the schema
+    /// has `type <prefix> @table @export`)
+    #[arg(long, default_value = "Bench")]
+    prefix: String,
+}
+
+/// Runs `workload`; its report and whether only JSON is wanted.
+pub(crate) async fn run(workload: Workload) -> Result<(Report, bool)> {
+    match workload {
+        Workload::Fanin(a) => {
+            let topics = a.topics.unwrap_or(a.publishers);
+            let plan = RoundPlan {
+                topics: (0..a.publishers)
+                    .map(|p| Topics::Fixed(format!("bench/fanin/{}", p % topics)))
+                    .collect(),
+                subscribers: a.subscribers,
+                filter: "bench/fanin/#".into(),
+                rate: a.rate.map(check_rate).transpose()?,
+                ..round(&a.common, QoS::AtMostOnce)?
+            };
+            let extra = format!("{} topics", topics);
+            pubsub_report("fanin", &a.common, &plan, &extra).await
+        }
+        Workload::Fanout(a) => {
+            let plan = RoundPlan {
+                topics: vec![Topics::Fixed("bench/fanout".into())],
+                subscribers: a.subscribers,
+                filter: "bench/fanout".into(),
+                rate: Some(check_rate(a.rate)?),
+                ..round(&a.common, QoS::AtMostOnce)?
+            };
+            pubsub_report("fanout", &a.common, &plan, "1 topic").await
+        }
+        Workload::Latency(a) => {
+            let plan = RoundPlan {
+                topics: vec![Topics::Fixed("bench/latency".into())],
+                subscribers: 1,
+                filter: "bench/latency".into(),
+                rate: Some(check_rate(a.rate)?),
+                ..round(&a.common, QoS::AtMostOnce)?
+            };
+            pubsub_report("latency", &a.common, &plan, "1 topic").await
+        }
+        Workload::Retained(a) => retained(a).await,
+    }
+}
+
+/// A round with the common options; topics and subscribers still to fill.
+fn round(common: &Common, default_qos: QoS) -> Result<RoundPlan> {
+    Ok(RoundPlan {
+        topics: Vec::new(),
+        subscribers: 0,
+        filter: String::new(),
+        qos: common.qos.map_or(default_qos, qos),
+        retain: false,
+        payload: common.payload(),
+        rate: None,
+        count: common.count,
+        window: common.window,
+        duration: common.duration()?,
+    })
+}
+
+fn check_rate(rate: f64) -> Result<f64> {
+    if !(rate.is_finite() && rate > 0.0) {
+        bail!("--rate must be a positive number of messages per second, got {rate}");
+    }
+    Ok(rate)
+}
+
+/// The report's head: what ran against what.
+fn header(workload: &str, common: &Common, plan: &RoundPlan, extra: &str) -> Report {
+    let mut report = Report::default();
+    let publishers = plan.topics.len() as u64;
+    report
+        .field("workload", workload)
+        .field(
+            "broker",
+            format!("{}:{}", common.host, common.port).as_str(),
+        )
+        .field("protocol", u32::from(common.protocol))
+        .field("qos", plan.qos as u32)
+        .field("payload", plan.payload as u64)
+        .field("publishers", publishers)
+        .field("subscribers", plan.subscribers)
+        .field("rate", plan.rate)
+        .field("window", u32::from(plan.window))
+        .field("duration_s", plan.duration.as_secs_f64())
+        .field("count", plan.count);
+    let pace = plan.rate.map_or("unpaced".to_owned(), |r| {
+        format!("{} msg/s each", group(r as u64))
+    });
+    report.line(format!(
+        "{workload}: {publishers} publisher(s) -> {} subscriber(s), {extra}, QoS {}, {} B, \
+         MQTT {}, {pace}, window {}, at {}:{}",
+        plan.subscribers,
+        plan.qos as u8,
+        plan.payload,
+        if common.protocol == 5 { "5.0" } else { "3.1.1" },
+        plan.window,
+        common.host,
+        common.port,
+    ));
+    report
+}
+
+async fn pubsub_report(
+    workload: &str,
+    common: &Common,
+    plan: &RoundPlan,
+    extra: &str,
+) -> Result<(Report, bool)> {
+    let mut report = header(workload, common, plan, extra);
+    let outcome = pubsub::run(&common.target(), plan).await?;
+    report.outcome(&outcome, true);
+    Ok((report, common.json))
+}
+
+async fn retained(a: RetainedArgs) -> Result<(Report, bool)> {
+    let mut common = a.common;
+    if common.qos == Some(0) {
+        bail!("retained measures acknowledged writes: use --qos 1 or 2");
+    }
+    let count = *common.count.get_or_insert(RETAINED_COUNT);
+    let plan = RoundPlan {
+        topics: vec![Topics::Numbered(a.prefix.clone())],
+        retain: true,
+        ..round(&common, QoS::AtLeastOnce)?
+    };
+    let mut report = header(
+        "retained",
+        &common,
+        &plan,
+        &format!("topics {}/<i>", a.prefix),
+    );
+    let outcome = pubsub::run(&common.target(), &plan).await?;
+    let per_s = rate(outcome.acked, outcome.ack_secs);
+    report
+        .field("prefix", a.prefix.as_str())
+        .field("records", count)
+        .field("ack_s", (outcome.ack_secs * 1000.0).round() / 1000.0)
+        .field("records_per_s", (per_s * 10.0).round() / 10.0);
+    report.line(format!(
+        "  records    {} of {} acknowledged in {:.3} s (first send to last ack) = {} records/s",
+        group(outcome.acked),
+        group(count),
+        outcome.ack_secs,
+        group(per_s as u64),
+    ));
+    report.outcome(&outcome, false);
+    Ok((report, common.json))
+}

@@ -98,6 +98,9 @@ pub(crate) struct ClientState {
     pub(crate) outbox: Vec<Publish>,
     /// Wakes the owning connection (new outbox packets, or take-over).
     pub(crate) wake: Arc<Notify>,
+    /// Notified when the session's queue has room again (publishers held
+    /// back by a full queue wait on it).
+    pub(crate) space: Arc<Notify>,
     /// Session Expiry Interval (seconds; `u32::MAX` never; 0 ends at disconnect).
     pub(crate) expiry: u32,
     pub(crate) subscriptions: Vec<(TopicFilter, Sub)>,
@@ -154,6 +157,23 @@ impl std::fmt::Debug for Broker {
             .finish()
     }
 }
+
+/// How long a publish waits for room in a subscriber's full queue.
+const BACKPRESSURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A delivery that found its subscriber's queue full.
+pub(crate) struct Blocked {
+    client: Client,
+    msg: Arc<Message>,
+    qos: QoS,
+    retain: bool,
+    ids: Vec<SubscriptionId>,
+    format: Format,
+}
+
+/// A publish whose durable part is under way.
+pub(crate) type PublishDone =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PublishError>> + Send>>;
 
 /// Why a publish was refused.
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +322,7 @@ impl Broker {
                     conn: Some(conn),
                     outbox: Vec::new(),
                     wake: Arc::new(Notify::new()),
+                    space: Arc::new(Notify::new()),
                     expiry,
                     subscriptions: Vec::new(),
                     disconnected_at: 0,
@@ -464,37 +485,53 @@ impl Broker {
         origin: Option<&Arc<str>>,
         declared: Option<Format>,
     ) -> Result<(), PublishError> {
+        self.submit_publish(publish, origin, declared).await?.await
+    }
+
+    /// The first half of [`Broker::publish`]: validates the message and
+    /// queues its durable write (waiting only for queue space), delivering
+    /// at once what needs no write. The returned future resolves when the
+    /// write is committed (and, for a free topic, the message delivered).
+    /// A connection submits its publishes in the order received, so writes
+    /// to one record are committed in that order, while many are in flight.
+    pub(crate) async fn submit_publish(
+        &self,
+        publish: &Publish,
+        origin: Option<&Arc<str>>,
+        declared: Option<Format>,
+    ) -> Result<PublishDone, PublishError> {
         self.inner
             .stats
             .messages_received
             .fetch_add(1, Ordering::Relaxed);
         let schema = self.inner.db.schema();
-        match topics::resolve(schema, &publish.topic) {
+        let message = || {
+            Message::new(
+                publish.topic.clone(),
+                Payload::Raw(publish.payload.clone()),
+                publish.qos,
+                publish.retain,
+                publish.properties.clone(),
+                origin.cloned(),
+            )
+        };
+        let completion = match topics::resolve(schema, &publish.topic) {
             Target::Record { table, id } => {
-                if publish.retain {
-                    // The change feed delivers it, to MQTT and REST watchers alike.
-                    if publish.payload.is_empty() {
-                        self.inner.db.delete(table, id).await?;
-                    } else {
-                        let body = body_of(publish, declared)?;
-                        self.inner
-                            .db
-                            .put(table, id, body, meta_of(publish, origin))
-                            .await?;
-                    }
-                    return Ok(());
+                if !publish.retain {
+                    // Not stored: delivered as sent, bytes and properties
+                    // unchanged (retain 0: it is not the record's value).
+                    let mut msg = message();
+                    Arc::get_mut(&mut msg).expect("fresh message").retain = false;
+                    return Ok(self.route_waiting(&msg));
                 }
-                // Not stored: delivered as sent, bytes and properties unchanged.
-                let msg = Message::new(
-                    publish.topic.clone(),
-                    Payload::Raw(publish.payload.clone()),
-                    publish.qos,
-                    false,
-                    publish.properties.clone(),
-                    origin.cloned(),
-                );
-                self.route(&msg);
-                Ok(())
+                // The change feed delivers it, to MQTT and REST watchers alike.
+                if publish.payload.is_empty() {
+                    self.inner.db.submit_delete(table, id).await?
+                } else {
+                    let body = body_of(publish, declared)?;
+                    let meta = meta_of(publish, origin);
+                    self.inner.db.submit_put(table, id, body, meta).await?
+                }
             }
             Target::Free => {
                 if publish.topic.starts_with("$SYS/") {
@@ -503,40 +540,41 @@ impl Broker {
                 if !self.inner.config.free_topics {
                     return Err(PublishError::FreeTopicsDisabled);
                 }
-                if publish.retain {
-                    if publish.payload.is_empty() {
-                        self.inner
-                            .db
-                            .delete(&self.inner.retained, &publish.topic)
-                            .await?;
-                    } else {
-                        let meta = meta_of(publish, origin);
-                        let body = Body::Binary(publish.payload.clone());
-                        self.inner
-                            .db
-                            .put(&self.inner.retained, &publish.topic, body, meta)
-                            .await?;
-                    }
+                if !publish.retain {
+                    return Ok(self.route_waiting(&message()));
                 }
-                let msg = Message::new(
-                    publish.topic.clone(),
-                    Payload::Raw(publish.payload.clone()),
-                    publish.qos,
-                    publish.retain,
-                    publish.properties.clone(),
-                    origin.cloned(),
-                );
-                self.route(&msg);
-                Ok(())
+                let retained = &self.inner.retained;
+                let completion = if publish.payload.is_empty() {
+                    self.inner
+                        .db
+                        .submit_delete(retained, &publish.topic)
+                        .await?
+                } else {
+                    let meta = meta_of(publish, origin);
+                    let body = Body::Binary(publish.payload.clone());
+                    self.inner
+                        .db
+                        .submit_put(retained, &publish.topic, body, meta)
+                        .await?
+                };
+                // Delivered once stored, in commit order.
+                let broker = self.clone();
+                let msg = message();
+                return Ok(Box::pin(async move {
+                    completion.await?;
+                    broker.route_waiting(&msg).await
+                }));
             }
-        }
+        };
+        Ok(Box::pin(async move { Ok(completion.await?) }))
     }
 
     /// Delivers a message to every matching subscription: one delivery per
     /// client, at the highest QoS of its matching subscriptions, with all
     /// their identifiers (MQTT-3.3.4-2, -3).
-    pub(crate) fn route(&self, msg: &Arc<Message>) {
+    pub(crate) fn route(&self, msg: &Arc<Message>) -> Vec<Blocked> {
         let state = self.inner.state.lock().expect("state lock");
+        let mut blocked = Vec::new();
         let mut targets: HashMap<&Arc<str>, (QoS, bool, Vec<SubscriptionId>, Format)> =
             HashMap::new();
         state.trie.matches(&msg.topic, |(client, _), sub| {
@@ -554,7 +592,64 @@ impl Broker {
         });
         for (client_id, (qos, retain, ids, format)) in targets {
             if let Some(client) = state.clients.get(client_id) {
-                self.deliver(client, msg, qos, retain, &ids, format);
+                if !self.deliver(client, msg, qos, retain, &ids, format, false) {
+                    blocked.push(Blocked {
+                        client: client.clone(),
+                        msg: msg.clone(),
+                        qos,
+                        retain,
+                        ids,
+                        format,
+                    });
+                }
+            }
+        }
+        blocked
+    }
+
+    /// Routes a client's message; the returned future completes when every
+    /// delivery found room (the publisher's ack waits for it).
+    fn route_waiting(&self, msg: &Arc<Message>) -> PublishDone {
+        let blocked = self.route(msg);
+        if blocked.is_empty() {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let broker = self.clone();
+        Box::pin(async move {
+            broker.deliver_blocked(blocked).await;
+            Ok(())
+        })
+    }
+
+    /// Routes a message that cannot wait (record changes from the feed,
+    /// wills, `$SYS`): deliveries to full queues are dropped and counted.
+    pub(crate) fn route_or_drop(&self, msg: &Arc<Message>) {
+        for b in self.route(msg) {
+            self.deliver(&b.client, &b.msg, b.qos, b.retain, &b.ids, b.format, true);
+        }
+    }
+
+    /// Delivers what `route` could not because the subscribers' queues were
+    /// full, waiting for room (this is how a QoS 1/2 publisher is slowed down
+    /// to its slowest subscriber instead of messages being dropped). After
+    /// `BACKPRESSURE_WAIT` a delivery is dropped and counted.
+    pub(crate) async fn deliver_blocked(&self, blocked: Vec<Blocked>) {
+        let deadline = tokio::time::Instant::now() + BACKPRESSURE_WAIT;
+        for b in blocked {
+            loop {
+                let space = b.client.lock().expect("client lock").space.clone();
+                let notified = space.notified();
+                let last_try = tokio::time::Instant::now() >= deadline;
+                if self.deliver(
+                    &b.client, &b.msg, b.qos, b.retain, &b.ids, b.format, last_try,
+                ) {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    // One more try, forced: dropped and counted if still full.
+                    self.deliver(&b.client, &b.msg, b.qos, b.retain, &b.ids, b.format, true);
+                    break;
+                }
             }
         }
     }
@@ -569,10 +664,11 @@ impl Broker {
         retain: bool,
         ids: &[SubscriptionId],
         format: Format,
-    ) {
+        force: bool,
+    ) -> bool {
         let now = now_ms();
         if msg.expired(now) {
-            return;
+            return true;
         }
         let (payload, content_type) = msg.render(format);
         let outgoing = Outgoing {
@@ -585,7 +681,10 @@ impl Broker {
         let mut c = client.lock().expect("client lock");
         if c.conn.is_none() {
             c.session.enqueue_offline(outgoing);
-            return;
+            return true;
+        }
+        if qos != QoS::AtMostOnce && !force && !c.session.has_room() {
+            return false;
         }
         let before = c.session.dropped;
         if let Some(p) = c.session.deliver(outgoing) {
@@ -603,6 +702,7 @@ impl Broker {
                 .messages_dropped
                 .fetch_add(dropped, Ordering::Relaxed);
         }
+        true
     }
 
     /// Follows the change feed: every committed change of an exported table
@@ -653,7 +753,7 @@ impl Broker {
                     None,
                 ),
             };
-            self.route(&msg);
+            self.route_or_drop(&msg);
             self.route_queries(table, &change.id, &msg);
         }
     }
@@ -689,7 +789,7 @@ impl Broker {
             if let Some(client) = clients.get(&q.client) {
                 let qos = out.qos.min(q.sub.options.qos);
                 let ids: Vec<_> = q.sub.id.into_iter().collect();
-                self.deliver(client, &out, qos, false, &ids, q.sub.format);
+                self.deliver(client, &out, qos, false, &ids, q.sub.format, true);
             }
         }
     }
@@ -784,6 +884,7 @@ impl Broker {
                 conn: None,
                 outbox: Vec::new(),
                 wake: Arc::new(Notify::new()),
+                space: Arc::new(Notify::new()),
                 expiry: stored.expiry,
                 subscriptions: Vec::new(),
                 disconnected_at: stored.disconnected_at,
@@ -965,7 +1066,7 @@ impl Broker {
             Default::default(),
             None,
         );
-        self.route(&msg);
+        self.route_or_drop(&msg);
         Ok(())
     }
 

@@ -558,7 +558,7 @@ impl Conn {
                 let qos = msg.qos.min(sub.options.qos);
                 let ids: Vec<_> = sub.id.into_iter().collect();
                 self.broker
-                    .deliver(client, &msg, qos, true, &ids, sub.format);
+                    .deliver(client, &msg, qos, true, &ids, sub.format, true);
                 moved += 1;
                 if moved == RETAINED_STEP {
                     break;
@@ -725,24 +725,30 @@ impl Conn {
         let v5 = self.v5();
         let client = client.clone();
         let qos = p.qos;
-        if !p.retain && self.acks.is_empty() {
-            // Nothing to wait for (no durable write) and nothing ahead of it:
-            // deliver now. `publish` does not suspend for a non-retained
-            // message, so this is as cheap as a function call.
-            let result = broker.publish(&p, Some(&origin), declared).await;
-            let ack = ack_for(result, qos, pid, v5, &client);
-            return self.acked(qos == QoS::AtLeastOnce, ack);
+        // Submitted now, in the order received: a retained publish's write
+        // is queued here (waiting only for queue space), so writes to one
+        // record commit in order while many are in flight; the ack follows
+        // when the write is durable, acks in order (MQTT-4.6.0-2).
+        let submitted = broker.submit_publish(&p, Some(&origin), declared).await;
+        let ack = move |result| ack_for(result, qos, pid, v5, &client);
+        match submitted {
+            Ok(done) if self.acks.is_empty() && !p.retain => {
+                // Delivered already and nothing ahead of it: ack now.
+                let result = done.await;
+                return self.acked(qos == QoS::AtLeastOnce, ack(result));
+            }
+            Ok(done) => {
+                self.acks.push_back(Box::pin(async move {
+                    let result = done.await;
+                    (qos == QoS::AtLeastOnce, ack(result))
+                }));
+            }
+            Err(e) => {
+                let packet = ack(Err(e));
+                self.acks
+                    .push_back(Box::pin(async move { (qos == QoS::AtLeastOnce, packet) }));
+            }
         }
-        // Retained publishes are durable writes: processed concurrently,
-        // acknowledged in order (QoS 0 ones too: they have no ack, but a
-        // refused one still closes a 3.1.1 connection).
-        self.acks.push_back(Box::pin(async move {
-            let result = broker.publish(&p, Some(&origin), declared).await;
-            (
-                qos == QoS::AtLeastOnce,
-                ack_for(result, qos, pid, v5, &client),
-            )
-        }));
         Ok(())
     }
 
@@ -906,7 +912,9 @@ async fn until_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 /// The outbox's publishes followed by `next` (lock held by the caller).
+/// An ack may have made room in the queue: waiting publishers are woken.
 fn with_outbox(c: &mut crate::broker::ClientState, next: Vec<Publish>) -> Vec<Publish> {
+    c.space.notify_waiters();
     let mut out = std::mem::take(&mut c.outbox);
     out.extend(next);
     out

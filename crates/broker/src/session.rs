@@ -105,6 +105,12 @@ impl Session {
         self.send_quota = max.max(1);
     }
 
+    /// Whether a QoS 1/2 message offered now would be kept (sent or queued)
+    /// rather than dropped.
+    pub fn has_room(&self) -> bool {
+        self.queue.len() < self.max_queue || (self.queue.is_empty() && self.has_window())
+    }
+
     /// Messages waiting for a window slot.
     pub fn queued(&self) -> usize {
         self.queue.len()

@@ -39,6 +39,10 @@ pub struct Written {
     pub existed: bool,
 }
 
+/// A queued write: resolves when it is committed.
+pub type Completion =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ResourceError>> + Send>>;
+
 /// The resource layer over one store and schema. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Database {
@@ -95,6 +99,48 @@ impl Database {
             .write(table, id, Mutation::Put { value, index })
             .await?;
         written(table, id, outcome)
+    }
+
+    /// Queues a replace of the record `id` and returns once it is queued;
+    /// the returned future resolves when it is committed. Validation errors
+    /// are returned at once. Submissions commit in the order they are made.
+    pub async fn submit_put(
+        &self,
+        table: &TableDef,
+        id: &str,
+        body: Body,
+        meta: Meta,
+    ) -> Result<Completion, ResourceError> {
+        let (value, index) = prepare(table, id, body, &meta)?;
+        self.submit(table, id, Mutation::Put { value, index }).await
+    }
+
+    /// Queues a delete of the record `id` (see [`Database::submit_put`]).
+    pub async fn submit_delete(
+        &self,
+        table: &TableDef,
+        id: &str,
+    ) -> Result<Completion, ResourceError> {
+        self.submit(table, id, Mutation::Delete).await
+    }
+
+    async fn submit(
+        &self,
+        table: &TableDef,
+        id: &str,
+        mutation: Mutation,
+    ) -> Result<Completion, ResourceError> {
+        if id.is_empty() {
+            return Err(ResourceError::BadId("empty id".into()));
+        }
+        let pending = self
+            .store
+            .submit(vec![WriteOp::local(table.name.as_str(), id, mutation)])
+            .await?;
+        Ok(Box::pin(async move {
+            pending.outcome().await?;
+            Ok(())
+        }))
     }
 
     /// Merges `patch` into the existing record `id`: each attribute of the

@@ -13,7 +13,7 @@ pub mod schema;
 pub mod value;
 mod watch;
 
-pub use db::{Database, Entry, Written};
+pub use db::{Completion, Database, Entry, Written};
 pub use error::ResourceError;
 pub use format::Format;
 pub use query::Query;

@@ -24,5 +24,5 @@ pub use error::StorageError;
 pub use feed::ChangeCursor;
 pub use format::{ChangeOp, NodeId};
 pub use hlc::{Hlc, Timestamp, millis};
-pub use store::{RecordIter, Store, StoreConfig};
+pub use store::{PendingWrite, RecordIter, Store, StoreConfig};
 pub use types::{Change, Decision, IndexEntry, ModifyFn, Mutation, Record, WriteOp, WriteOutcome};

@@ -77,6 +77,18 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// Writes queued for the writer; [`PendingWrite::outcome`] resolves when
+/// they are committed.
+#[derive(Debug)]
+pub struct PendingWrite(oneshot::Receiver<Result<Vec<WriteOutcome>, StorageError>>);
+
+impl PendingWrite {
+    /// The outcomes, once committed (durable if the store syncs).
+    pub async fn outcome(self) -> Result<Vec<WriteOutcome>, StorageError> {
+        self.0.await.map_err(|_| StorageError::Closed)?
+    }
+}
+
 /// Records of a table in id order (tombstones skipped).
 pub type RecordIter = Box<dyn Iterator<Item = Result<Record, StorageError>> + Send>;
 
@@ -147,6 +159,14 @@ impl Store {
     /// Submits writes; resolves when they are committed (durable if the store
     /// syncs). Waits for queue space when the writer is behind.
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, StorageError> {
+        self.submit(ops).await?.outcome().await
+    }
+
+    /// Hands writes to the writer and returns as soon as they are queued
+    /// (waiting only for queue space). Writes submitted one after another
+    /// are committed in that order, so a caller that submits in order and
+    /// awaits the outcomes later keeps its order without waiting for each.
+    pub async fn submit(&self, ops: Vec<WriteOp>) -> Result<PendingWrite, StorageError> {
         for op in &ops {
             validate_key_part(&op.table, "table")?;
             validate_key_part(&op.id, "id")?;
@@ -157,7 +177,7 @@ impl Store {
             .send(Request { ops, reply })
             .await
             .map_err(|_| StorageError::Closed)?;
-        rx.await.map_err(|_| StorageError::Closed)?
+        Ok(PendingWrite(rx))
     }
 
     /// One write.

@@ -715,8 +715,6 @@ fn qos0_publish_then_disconnect_is_not_lost() {
 /// fjall `rotate_memtable_and_wait`) runs against a deleted directory and
 /// never returns, so the test process hangs at runtime shutdown.
 #[test]
-#[ignore = "broker bug: TestServer::stop() returns while detached forget_session tasks \
-            still hold the store; dropping the temp dir then hangs the last Store drop"]
 fn stop_then_dropping_the_directory_does_not_hang() {
     let (done, finished) = mpsc::channel();
     std::thread::spawn(move || {

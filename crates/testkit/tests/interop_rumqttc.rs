@@ -758,10 +758,6 @@ async fn pipeline_retained(server: &TestServer, client: &str, prefix: &str, n: u
 /// client's messages per topic), also when the client does not wait for
 /// each PUBACK before sending the next (in-flight window > 1).
 #[test]
-#[ignore = "broker bug: pipelined retained publishes from one connection are written \
-            concurrently (connection.rs pushes each broker.publish future onto a \
-            FuturesOrdered, which only orders the acks), so an earlier write to a record \
-            can land after a later, already acknowledged one"]
 fn v4_pipelined_retained_writes_keep_the_last_value() {
     run(|dir| async move {
         let server = start(&dir).await;
@@ -795,8 +791,6 @@ fn v4_pipelined_retained_writes_keep_the_last_value() {
 /// A wildcard subscriber sees every change of every record once, and the
 /// changes of each record in the order they were published.
 #[test]
-#[ignore = "broker bug: changes of one record published back to back by one client reach \
-            subscribers out of order (same cause as the pipelined-write bug)"]
 fn v4_a_thousand_retained_writes_reach_a_wildcard_subscriber_in_order() {
     use v4::*;
     run(|dir| async move {

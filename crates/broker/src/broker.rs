@@ -161,14 +161,21 @@ impl std::fmt::Debug for Broker {
 /// How long a publish waits for room in a subscriber's full queue.
 const BACKPRESSURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How a message is fitted to one subscriber: its QoS, RETAIN flag,
+/// subscription identifiers and payload format.
+#[derive(Debug, Clone)]
+pub(crate) struct Fit {
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) ids: Vec<SubscriptionId>,
+    pub(crate) format: Format,
+}
+
 /// A delivery that found its subscriber's queue full.
 pub(crate) struct Blocked {
     client: Client,
     msg: Arc<Message>,
-    qos: QoS,
-    retain: bool,
-    ids: Vec<SubscriptionId>,
-    format: Format,
+    fit: Fit,
 }
 
 /// A publish whose durable part is under way.
@@ -592,14 +599,17 @@ impl Broker {
         });
         for (client_id, (qos, retain, ids, format)) in targets {
             if let Some(client) = state.clients.get(client_id) {
-                if !self.deliver(client, msg, qos, retain, &ids, format, false) {
+                let fit = Fit {
+                    qos,
+                    retain,
+                    ids,
+                    format,
+                };
+                if !self.deliver(client, msg, &fit, false) {
                     blocked.push(Blocked {
                         client: client.clone(),
                         msg: msg.clone(),
-                        qos,
-                        retain,
-                        ids,
-                        format,
+                        fit,
                     });
                 }
             }
@@ -625,7 +635,7 @@ impl Broker {
     /// wills, `$SYS`): deliveries to full queues are dropped and counted.
     pub(crate) fn route_or_drop(&self, msg: &Arc<Message>) {
         for b in self.route(msg) {
-            self.deliver(&b.client, &b.msg, b.qos, b.retain, &b.ids, b.format, true);
+            self.deliver(&b.client, &b.msg, &b.fit, true);
         }
     }
 
@@ -640,14 +650,12 @@ impl Broker {
                 let space = b.client.lock().expect("client lock").space.clone();
                 let notified = space.notified();
                 let last_try = tokio::time::Instant::now() >= deadline;
-                if self.deliver(
-                    &b.client, &b.msg, b.qos, b.retain, &b.ids, b.format, last_try,
-                ) {
+                if self.deliver(&b.client, &b.msg, &b.fit, last_try) {
                     break;
                 }
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
                     // One more try, forced: dropped and counted if still full.
-                    self.deliver(&b.client, &b.msg, b.qos, b.retain, &b.ids, b.format, true);
+                    self.deliver(&b.client, &b.msg, &b.fit, true);
                     break;
                 }
             }
@@ -656,27 +664,28 @@ impl Broker {
 
     /// Hands one delivery to a client's session (lock contract: called with
     /// `State` held or not; takes the client's lock).
+    /// Returns false, delivering nothing, when a QoS 1/2 message finds the
+    /// queue full and `force` is not set; with `force` it is dropped and
+    /// counted instead.
     pub(crate) fn deliver(
         &self,
         client: &Client,
         msg: &Arc<Message>,
-        qos: QoS,
-        retain: bool,
-        ids: &[SubscriptionId],
-        format: Format,
+        fit: &Fit,
         force: bool,
     ) -> bool {
         let now = now_ms();
         if msg.expired(now) {
             return true;
         }
-        let (payload, content_type) = msg.render(format);
+        let qos = fit.qos;
+        let (payload, content_type) = msg.render(fit.format);
         let outgoing = Outgoing {
             topic: msg.topic.clone(),
             payload,
             qos,
-            retain,
-            properties: msg.delivery_properties(content_type, ids, now),
+            retain: fit.retain,
+            properties: msg.delivery_properties(content_type, &fit.ids, now),
         };
         let mut c = client.lock().expect("client lock");
         if c.conn.is_none() {
@@ -787,9 +796,13 @@ impl Broker {
                 continue;
             };
             if let Some(client) = clients.get(&q.client) {
-                let qos = out.qos.min(q.sub.options.qos);
-                let ids: Vec<_> = q.sub.id.into_iter().collect();
-                self.deliver(client, &out, qos, false, &ids, q.sub.format, true);
+                let fit = Fit {
+                    qos: out.qos.min(q.sub.options.qos),
+                    retain: false,
+                    ids: q.sub.id.into_iter().collect(),
+                    format: q.sub.format,
+                };
+                self.deliver(client, &out, &fit, true);
             }
         }
     }

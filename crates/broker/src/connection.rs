@@ -24,7 +24,7 @@ use mqdb_codec::{
 use mqdb_resource::{Format, ResourceError};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use crate::broker::{Broker, Client, MessageIter, PublishError, Sub};
+use crate::broker::{Broker, Client, Fit, MessageIter, PublishError, Sub};
 use crate::session::ResendPacket;
 
 /// How long a new connection has to send CONNECT.
@@ -555,10 +555,13 @@ impl Conn {
             }
             let mut moved = 0;
             for msg in iter.by_ref() {
-                let qos = msg.qos.min(sub.options.qos);
-                let ids: Vec<_> = sub.id.into_iter().collect();
-                self.broker
-                    .deliver(client, &msg, qos, true, &ids, sub.format, true);
+                let fit = Fit {
+                    qos: msg.qos.min(sub.options.qos),
+                    retain: true,
+                    ids: sub.id.into_iter().collect(),
+                    format: sub.format,
+                };
+                self.broker.deliver(client, &msg, &fit, true);
                 moved += 1;
                 if moved == RETAINED_STEP {
                     break;

@@ -105,6 +105,12 @@ pub(crate) struct ClientState {
     pub(crate) expiry: u32,
     pub(crate) subscriptions: Vec<(TopicFilter, Sub)>,
     pub(crate) disconnected_at: u64,
+    /// Bumped for every message queued while disconnected.
+    pub(crate) queued_gen: u64,
+    /// The `queued_gen` the stored session includes.
+    pub(crate) saved_gen: u64,
+    /// Serialises storing this session (concurrent savers coalesce).
+    pub(crate) saving: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub(crate) type Client = Arc<Mutex<ClientState>>;
@@ -176,6 +182,25 @@ pub(crate) struct Blocked {
     client: Client,
     msg: Arc<Message>,
     fit: Fit,
+}
+
+/// What `route` could not finish: deliveries waiting for room, and
+/// disconnected persistent sessions whose queue must be stored (up to the
+/// given generation) before the publisher is acknowledged.
+#[derive(Default)]
+pub(crate) struct Routed {
+    blocked: Vec<Blocked>,
+    stored: Vec<(Arc<str>, Client, u64)>,
+}
+
+/// The result of offering a message to one session.
+pub(crate) enum Offer {
+    /// Sent, queued, or dropped (counted).
+    Done,
+    /// The queue is full: nothing was done.
+    Full,
+    /// Queued for a disconnected persistent session, at this generation.
+    Stored(u64),
 }
 
 /// A publish whose durable part is under way.
@@ -333,6 +358,9 @@ impl Broker {
                     expiry,
                     subscriptions: Vec::new(),
                     disconnected_at: 0,
+                    queued_gen: 0,
+                    saved_gen: 0,
+                    saving: Arc::default(),
                 }));
                 state.clients.insert(client_id.clone(), client.clone());
                 (client, false)
@@ -579,9 +607,9 @@ impl Broker {
     /// Delivers a message to every matching subscription: one delivery per
     /// client, at the highest QoS of its matching subscriptions, with all
     /// their identifiers (MQTT-3.3.4-2, -3).
-    pub(crate) fn route(&self, msg: &Arc<Message>) -> Vec<Blocked> {
+    pub(crate) fn route(&self, msg: &Arc<Message>) -> Routed {
         let state = self.inner.state.lock().expect("state lock");
-        let mut blocked = Vec::new();
+        let mut routed = Routed::default();
         let mut targets: HashMap<&Arc<str>, (QoS, bool, Vec<SubscriptionId>, Format)> =
             HashMap::new();
         state.trie.matches(&msg.topic, |(client, _), sub| {
@@ -605,28 +633,56 @@ impl Broker {
                     ids,
                     format,
                 };
-                if !self.deliver(client, msg, &fit, false) {
-                    blocked.push(Blocked {
+                match self.deliver(client, msg, &fit, false) {
+                    Offer::Done => {}
+                    Offer::Full => routed.blocked.push(Blocked {
                         client: client.clone(),
                         msg: msg.clone(),
                         fit,
-                    });
+                    }),
+                    Offer::Stored(generation) => {
+                        routed
+                            .stored
+                            .push((client_id.clone(), client.clone(), generation));
+                    }
                 }
             }
         }
-        blocked
+        routed
+    }
+
+    /// Stores a disconnected session if its stored copy is older than
+    /// `generation`: a QoS 1/2 publisher is acknowledged only once the
+    /// message is kept for the offline subscriber. Concurrent callers
+    /// coalesce: one saves, the others find it done.
+    async fn store_queue(&self, client_id: &Arc<str>, client: &Client, generation: u64) {
+        let saving = client.lock().expect("client lock").saving.clone();
+        let _guard = saving.lock().await;
+        let (stored, upto) = {
+            let c = client.lock().expect("client lock");
+            if c.saved_gen >= generation || c.expiry == 0 {
+                return;
+            }
+            (snapshot(&c), c.queued_gen)
+        };
+        self.save_session(client_id, &stored).await;
+        let mut c = client.lock().expect("client lock");
+        c.saved_gen = c.saved_gen.max(upto);
     }
 
     /// Routes a client's message; the returned future completes when every
     /// delivery found room (the publisher's ack waits for it).
     fn route_waiting(&self, msg: &Arc<Message>) -> PublishDone {
-        let blocked = self.route(msg);
-        if blocked.is_empty() {
+        let routed = self.route(msg);
+        if routed.blocked.is_empty() && routed.stored.is_empty() {
             return Box::pin(std::future::ready(Ok(())));
         }
         let broker = self.clone();
         Box::pin(async move {
-            broker.deliver_blocked(blocked).await;
+            broker.deliver_blocked(routed.blocked).await;
+            for (id, client, generation) in routed.stored {
+                broker.store_queue(&id, &client, generation).await;
+            }
             Ok(())
         })
     }
@@ -634,8 +690,14 @@ impl Broker {
     /// Routes a message that cannot wait (record changes from the feed,
     /// wills, `$SYS`): deliveries to full queues are dropped and counted.
     pub(crate) fn route_or_drop(&self, msg: &Arc<Message>) {
-        for b in self.route(msg) {
+        let routed = self.route(msg);
+        for b in routed.blocked {
             self.deliver(&b.client, &b.msg, &b.fit, true);
+        }
+        // Queued for disconnected sessions: stored soon, without waiting.
+        for (id, client, generation) in routed.stored {
+            let broker = self.clone();
+            tokio::spawn(async move { broker.store_queue(&id, &client, generation).await });
         }
     }
 
@@ -650,7 +712,10 @@ impl Broker {
                 let space = b.client.lock().expect("client lock").space.clone();
                 let notified = space.notified();
                 let last_try = tokio::time::Instant::now() >= deadline;
-                if self.deliver(&b.client, &b.msg, &b.fit, last_try) {
+                if !matches!(
+                    self.deliver(&b.client, &b.msg, &b.fit, last_try),
+                    Offer::Full
+                ) {
                     break;
                 }
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -664,7 +729,7 @@ impl Broker {
 
     /// Hands one delivery to a client's session (lock contract: called with
     /// `State` held or not; takes the client's lock).
-    /// Returns false, delivering nothing, when a QoS 1/2 message finds the
+    /// Returns `Full`, delivering nothing, when a QoS 1/2 message finds the
     /// queue full and `force` is not set; with `force` it is dropped and
     /// counted instead.
     pub(crate) fn deliver(
@@ -673,10 +738,10 @@ impl Broker {
         msg: &Arc<Message>,
         fit: &Fit,
         force: bool,
-    ) -> bool {
+    ) -> Offer {
         let now = now_ms();
         if msg.expired(now) {
-            return true;
+            return Offer::Done;
         }
         let qos = fit.qos;
         let (payload, content_type) = msg.render(fit.format);
@@ -689,11 +754,16 @@ impl Broker {
         };
         let mut c = client.lock().expect("client lock");
         if c.conn.is_none() {
+            let queued = c.session.queued();
             c.session.enqueue_offline(outgoing);
-            return true;
+            if c.session.queued() > queued && c.expiry != 0 {
+                c.queued_gen += 1;
+                return Offer::Stored(c.queued_gen);
+            }
+            return Offer::Done;
         }
         if qos != QoS::AtMostOnce && !force && !c.session.has_room() {
-            return false;
+            return Offer::Full;
         }
         let before = c.session.dropped;
         if let Some(p) = c.session.deliver(outgoing) {
@@ -711,7 +781,7 @@ impl Broker {
                 .messages_dropped
                 .fetch_add(dropped, Ordering::Relaxed);
         }
-        true
+        Offer::Done
     }
 
     /// Follows the change feed: every committed change of an exported table
@@ -901,6 +971,9 @@ impl Broker {
                 expiry: stored.expiry,
                 subscriptions: Vec::new(),
                 disconnected_at: stored.disconnected_at,
+                queued_gen: 0,
+                saved_gen: 0,
+                saving: Arc::default(),
             }));
             self.inner
                 .state

@@ -416,9 +416,6 @@ async fn a_persistent_session_and_its_queue_survive_a_graceful_restart() {
 /// queued for the offline session must be stored before the publisher gets
 /// its PUBACK, or an acknowledged message is lost in a crash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "broker bug: messages queued for an offline persistent session are only \
-            written to the store at graceful shutdown (persist_all), not before the \
-            publisher's PUBACK; after SIGKILL the session comes back without them"]
 async fn a_persistent_session_and_its_queue_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path());

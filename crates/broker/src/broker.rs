@@ -134,6 +134,17 @@ struct State {
     queries: Vec<QuerySub>,
 }
 
+impl State {
+    /// Removes every subscription of a client whose session ends.
+    fn unsubscribe_all(&mut self, client_id: &Arc<str>, subs: Vec<(TopicFilter, Sub)>) {
+        for (filter, _) in subs {
+            self.trie
+                .remove(&filter, &(client_id.clone(), filter.clone()));
+        }
+        self.queries.retain(|q| q.client != *client_id);
+    }
+}
+
 /// The broker. Cheap to clone.
 #[derive(Clone)]
 pub struct Broker {
@@ -341,12 +352,7 @@ impl Broker {
                     }
                     let subs = std::mem::take(&mut c.subscriptions);
                     drop(c);
-                    for (filter, _) in subs {
-                        state
-                            .trie
-                            .remove(&filter, &(client_id.clone(), filter.clone()));
-                    }
-                    state.queries.retain(|q| q.client != *client_id);
+                    state.unsubscribe_all(client_id, subs);
                     self.forget_session(client_id);
                 }
                 let client = Arc::new(Mutex::new(ClientState {
@@ -393,12 +399,7 @@ impl Broker {
             if c.expiry == 0 {
                 let subs = std::mem::take(&mut c.subscriptions);
                 drop(c);
-                for (filter, _) in subs {
-                    state
-                        .trie
-                        .remove(&filter, &(client_id.clone(), filter.clone()));
-                }
-                state.queries.retain(|q| q.client != *client_id);
+                state.unsubscribe_all(client_id, subs);
                 if state
                     .clients
                     .get(client_id)
@@ -1041,10 +1042,7 @@ impl Broker {
         for id in expired {
             if let Some(client) = state.clients.remove(&id) {
                 let subs = std::mem::take(&mut client.lock().expect("client lock").subscriptions);
-                for (filter, _) in subs {
-                    state.trie.remove(&filter, &(id.clone(), filter.clone()));
-                }
-                state.queries.retain(|q| q.client != id);
+                state.unsubscribe_all(&id, subs);
                 self.forget_session(&id);
                 tracing::debug!(client = %id, "session expired");
             }

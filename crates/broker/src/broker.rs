@@ -35,6 +35,10 @@ pub struct BrokerConfig {
     pub max_queue: usize,
     /// QoS 1/2 publishes a client may have unacknowledged towards the broker.
     pub receive_maximum: u16,
+    /// QoS 1/2 publishes the broker keeps unacknowledged towards a client
+    /// (further capped by a 5.0 client's Receive Maximum); more wait in the
+    /// session queue. A bounded window keeps acks cheap and memory flat.
+    pub max_inflight: u16,
     /// Topics outside the exported tables behave as in a plain broker.
     pub free_topics: bool,
     /// Inbound topic aliases accepted per connection (5.0).
@@ -56,6 +60,7 @@ impl Default for BrokerConfig {
             max_packet_size: 1024 * 1024,
             max_queue: 10_000,
             receive_maximum: 1024,
+            max_inflight: 256,
             free_topics: true,
             topic_alias_maximum: 64,
             max_keepalive: 0,

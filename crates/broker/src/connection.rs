@@ -420,8 +420,9 @@ impl Conn {
         self.send(&Packet::ConnAck(ack));
         let resend = {
             let mut c = client.lock().expect("client lock");
+            let window = props.receive_maximum.map_or(u16::MAX, |m| m.get());
             c.session
-                .set_receive_maximum(props.receive_maximum.map_or(u16::MAX, |m| m.get()));
+                .set_receive_maximum(window.min(self.broker.config().max_inflight));
             c.outbox.clear();
             c.session.resume()
         };

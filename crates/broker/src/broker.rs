@@ -412,14 +412,15 @@ impl Broker {
                 {
                     state.clients.remove(client_id);
                 }
-                None
+                false
             } else {
-                Some(snapshot(&c))
+                true
             }
         };
-        match stored {
-            Some(stored) => self.save_session(client_id, &stored).await,
-            None => self.forget_session(client_id),
+        if stored {
+            self.persist(client_id, client).await;
+        } else {
+            self.forget_session(client_id);
         }
     }
 
@@ -507,14 +508,27 @@ impl Broker {
     /// Stores a persistent session's current state (after subscription
     /// changes, so a restart keeps them).
     pub(crate) async fn persist(&self, client_id: &Arc<str>, client: &Client) {
-        let stored = {
+        self.store_session(client_id, client, None).await;
+    }
+
+    /// Stores a persistent session. Every save goes through the session's
+    /// `saving` lock and snapshots the state *inside* it, so saves reach the
+    /// store in snapshot order and an older snapshot never overwrites a
+    /// newer one. With `generation`, nothing is done if the stored copy
+    /// already includes that many offline-queued messages.
+    async fn store_session(&self, client_id: &Arc<str>, client: &Client, generation: Option<u64>) {
+        let saving = client.lock().expect("client lock").saving.clone();
+        let _guard = saving.lock().await;
+        let (stored, upto) = {
             let c = client.lock().expect("client lock");
-            if c.expiry == 0 {
+            if c.expiry == 0 || generation.is_some_and(|g| c.saved_gen >= g) {
                 return;
             }
-            snapshot(&c)
+            (snapshot(&c), c.queued_gen)
         };
         self.save_session(client_id, &stored).await;
+        let mut c = client.lock().expect("client lock");
+        c.saved_gen = c.saved_gen.max(upto);
     }
 
     /// Handles an application message from a client (or a will): writes a
@@ -662,18 +676,8 @@ impl Broker {
     /// message is kept for the offline subscriber. Concurrent callers
     /// coalesce: one saves, the others find it done.
     async fn store_queue(&self, client_id: &Arc<str>, client: &Client, generation: u64) {
-        let saving = client.lock().expect("client lock").saving.clone();
-        let _guard = saving.lock().await;
-        let (stored, upto) = {
-            let c = client.lock().expect("client lock");
-            if c.saved_gen >= generation || c.expiry == 0 {
-                return;
-            }
-            (snapshot(&c), c.queued_gen)
-        };
-        self.save_session(client_id, &stored).await;
-        let mut c = client.lock().expect("client lock");
-        c.saved_gen = c.saved_gen.max(upto);
+        self.store_session(client_id, client, Some(generation))
+            .await;
     }
 
     /// Routes a client's message; the returned future completes when every

@@ -273,7 +273,6 @@ impl Conn {
             }
         }
         let _ = self.flush(writer).await;
-        let _ = writer.shutdown().await;
         if will {
             if let Some(w) = self.will.take() {
                 let delay = self.will_delay.min(self.session_expiry);
@@ -315,6 +314,9 @@ impl Conn {
         if let Some(client) = self.client.take() {
             self.broker.detach(&self.client_id, &client, self.id).await;
         }
+        // Closed last: once the client sees the connection end, its session
+        // is detached and stored, so an immediate reconnect finds it whole.
+        let _ = writer.shutdown().await;
         result
     }
 

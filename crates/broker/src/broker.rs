@@ -1091,6 +1091,12 @@ impl Broker {
                 st.messages_dropped.load(Ordering::Relaxed),
             ),
             (
+                "records/stored",
+                "Records stored, all tables (approximate)",
+                "gauge",
+                self.inner.db.store().approximate_records(),
+            ),
+            (
                 "subscriptions/count",
                 "Active subscriptions",
                 "gauge",

@@ -36,6 +36,7 @@ async fn metrics_are_served_in_prometheus_format() {
         "mqdb_clients_connected",
         "mqdb_messages_received",
         "mqdb_store_changes",
+        "mqdb_records_stored",
     ] {
         assert!(
             text.contains(&format!("# TYPE {metric} ")),

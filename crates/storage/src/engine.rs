@@ -55,6 +55,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Called at a clean shutdown: write in-memory state to its files so the
     /// next open has nothing to replay.
     fn flush(&self) -> Result<(), StorageError>;
+    /// About how many entries `space` holds (cheap; may count overwritten
+    /// and deleted entries not yet compacted away).
+    fn approximate_len(&self, space: Space) -> u64;
 }
 
 /// The fjall engine.
@@ -156,6 +159,10 @@ impl Engine for FjallEngine {
         self.db
             .persist(mode)
             .map_err(|e| StorageError::Poisoned(e.to_string()))
+    }
+
+    fn approximate_len(&self, space: Space) -> u64 {
+        self.space(space).approximate_len() as u64
     }
 
     fn flush(&self) -> Result<(), StorageError> {

@@ -267,6 +267,12 @@ impl Store {
         Box::new(iter.map(|e| e.map(|(_, id)| String::from_utf8_lossy(&id).into_owned())))
     }
 
+    /// About how many records are stored, all tables together (an estimate
+    /// from the engine: deleted records count until compaction).
+    pub fn approximate_records(&self) -> u64 {
+        self.inner.engine.approximate_len(Space::Records)
+    }
+
     /// The sequence number of the last committed change (0 if none).
     pub fn last_seq(&self) -> u64 {
         self.inner.last_seq.load(Ordering::Acquire)

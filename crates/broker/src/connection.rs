@@ -18,14 +18,15 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
 use mqdb_codec::{
     ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect, Limits, Packet, PacketId, PubAck,
-    PubRec, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
-    Version, decode, encode, encoded_len,
+    PubRec, Publish, QoS, ReasonCode, Version, decode, encode, encoded_len,
 };
 use mqdb_resource::{Format, ResourceError};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use crate::broker::{Broker, Client, Fit, MessageIter, PublishError, Sub};
+use crate::broker::{Broker, Client, MessageIter, PublishError, Sub};
 use crate::session::ResendPacket;
+
+mod subscriptions;
 
 /// How long a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -549,35 +550,6 @@ impl Conn {
         Ok(())
     }
 
-    /// Feeds retained messages of new subscriptions into the session a step
-    /// at a time, while its queue is short (never a whole table in memory).
-    fn pull_retained(&mut self, client: &Client) {
-        while let Some((iter, sub)) = self.retained.first_mut() {
-            if client.lock().expect("client lock").session.queued() > RETAINED_STEP {
-                return;
-            }
-            let mut moved = 0;
-            for msg in iter.by_ref() {
-                let fit = Fit {
-                    qos: msg.qos.min(sub.options.qos),
-                    retain: true,
-                    ids: sub.id.into_iter().collect(),
-                    format: sub.format,
-                };
-                self.broker.deliver(client, &msg, &fit, true);
-                moved += 1;
-                if moved == RETAINED_STEP {
-                    break;
-                }
-            }
-            if moved < RETAINED_STEP {
-                drop(self.retained.remove(0));
-            } else {
-                return;
-            }
-        }
-    }
-
     async fn handle(&mut self, packet: Packet, client: &Client) -> Result<(), Close> {
         match packet {
             Packet::Publish(p) => self.handle_publish(p, client).await?,
@@ -756,79 +728,6 @@ impl Conn {
             }
         }
         Ok(())
-    }
-
-    async fn handle_subscribe(&mut self, s: Subscribe, client: &Client) {
-        let mut codes = Vec::with_capacity(s.filters.len());
-        let accept = s
-            .properties
-            .user_properties
-            .iter()
-            .find(|u| &*u.name == "accept")
-            .and_then(|u| Format::from_accept(&u.value))
-            .unwrap_or(self.accept);
-        let mut retained = Vec::new();
-        for (filter, options) in &s.filters {
-            if filter.is_shared() {
-                codes.push(if self.v5() {
-                    ReasonCode::SharedSubscriptionsNotSupported
-                } else {
-                    ReasonCode::UnspecifiedError
-                });
-                continue;
-            }
-            let sub = Sub {
-                options: *options,
-                id: s.properties.subscription_identifier,
-                format: accept,
-            };
-            let existed = self
-                .broker
-                .subscribe(&self.client_id, client, filter, sub.clone());
-            codes.push(match options.qos {
-                QoS::AtMostOnce => ReasonCode::Success,
-                QoS::AtLeastOnce => ReasonCode::GrantedQos1,
-                QoS::ExactlyOnce => ReasonCode::GrantedQos2,
-            });
-            let send_retained = match options.retain_handling {
-                RetainHandling::SendAtSubscribe => true,
-                RetainHandling::SendIfNew => !existed,
-                RetainHandling::DoNotSend => false,
-            };
-            if send_retained {
-                retained.push((self.broker.retained_for(filter), sub));
-            }
-        }
-        self.broker.persist(&self.client_id, client).await;
-        let ack = SubAck {
-            packet_id: s.packet_id,
-            properties: Default::default(),
-            reason_codes: codes,
-        };
-        self.send(&Packet::SubAck(ack));
-        // After the SUBACK (MQTT-3.8.4-?), the retained messages follow.
-        self.retained.extend(retained);
-    }
-
-    async fn handle_unsubscribe(&mut self, u: Unsubscribe, client: &Client) {
-        let codes = u
-            .filters
-            .iter()
-            .map(|f| {
-                if self.broker.unsubscribe(&self.client_id, client, f) {
-                    ReasonCode::Success
-                } else {
-                    ReasonCode::NoSubscriptionExisted
-                }
-            })
-            .collect();
-        self.broker.persist(&self.client_id, client).await;
-        let ack = UnsubAck {
-            packet_id: u.packet_id,
-            properties: Default::default(),
-            reason_codes: codes,
-        };
-        self.send(&Packet::UnsubAck(ack));
     }
 }
 

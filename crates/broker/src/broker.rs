@@ -633,21 +633,12 @@ impl Broker {
 /// connection's declared format, else detected; anything that is not a map
 /// is a binary record (SPEC section 3).
 pub(crate) fn body_of(publish: &Publish, declared: Option<Format>) -> Result<Body, ResourceError> {
-    let by_type = publish
-        .properties
-        .content_type
-        .as_deref()
-        .map(Format::from_content_type);
-    match by_type.unwrap_or(declared) {
-        Some(format) => match format.decode(&publish.payload)? {
-            mqdb_resource::Value::Map(m) => Ok(Body::Map(m)),
-            _ => Ok(Body::Binary(publish.payload.clone())),
-        },
-        None => match Format::detect(&publish.payload) {
-            Some((_, mqdb_resource::Value::Map(m))) => Ok(Body::Map(m)),
-            _ => Ok(Body::Binary(publish.payload.clone())),
-        },
-    }
+    let content_type = publish.properties.content_type.as_deref();
+    Ok(Body::from_payload(
+        publish.payload.clone(),
+        content_type,
+        declared,
+    )?)
 }
 
 /// The message metadata kept with a retained record.

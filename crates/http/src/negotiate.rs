@@ -118,26 +118,17 @@ fn content_type(headers: &HeaderMap) -> Result<Option<&str>, HttpError> {
 
 /// A PUT or POST body as a record value and its metadata (see the module doc).
 pub(crate) fn record_body(headers: &HeaderMap, bytes: Bytes) -> Result<(Body, Meta), HttpError> {
-    let binary = |bytes, content_type: Option<&str>| {
-        let meta = Meta {
+    let content_type = content_type(headers)?;
+    let body = Body::from_payload(bytes, content_type, None).map_err(ResourceError::from)?;
+    // A binary record keeps its content type: it is returned with it.
+    let meta = match &body {
+        Body::Binary(_) => Meta {
             content_type: content_type.map(str::to_owned),
             ..Meta::default()
-        };
-        Ok((Body::Binary(bytes), meta))
+        },
+        Body::Map(_) => Meta::default(),
     };
-    match content_type(headers)? {
-        None => match Format::detect(&bytes) {
-            Some((_, Value::Map(map))) => Ok((Body::Map(map), Meta::default())),
-            _ => binary(bytes, None),
-        },
-        Some(ct) => match Format::from_content_type(ct) {
-            Some(format) => match format.decode(&bytes).map_err(ResourceError::from)? {
-                Value::Map(map) => Ok((Body::Map(map), Meta::default())),
-                _ => binary(bytes, Some(ct)),
-            },
-            None => binary(bytes, Some(ct)),
-        },
-    }
+    Ok((body, meta))
 }
 
 /// A PATCH body: it must be a map, in a structured format (declared or

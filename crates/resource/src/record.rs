@@ -28,6 +28,36 @@ pub enum Body {
 }
 
 impl Body {
+    /// The record a payload makes (SPEC section 3): decoded in the format its
+    /// content type names; with no content type, in the connection's declared
+    /// format, else detected (a JSON object, CBOR map or MessagePack map).
+    /// Anything that is not a map — and any payload whose content type is
+    /// not JSON, CBOR or MessagePack — is a binary record, kept byte for
+    /// byte. A payload that is not valid in its declared format is an error.
+    pub fn from_payload(
+        payload: Bytes,
+        content_type: Option<&str>,
+        declared: Option<Format>,
+    ) -> Result<Body, crate::format::FormatError> {
+        let format = match content_type {
+            Some(ct) => match Format::from_content_type(ct) {
+                Some(format) => Some(format),
+                None => return Ok(Body::Binary(payload)),
+            },
+            None => declared,
+        };
+        Ok(match format {
+            Some(format) => match format.decode(&payload)? {
+                Value::Map(m) => Body::Map(m),
+                _ => Body::Binary(payload),
+            },
+            None => match Format::detect(&payload) {
+                Some((_, Value::Map(m))) => Body::Map(m),
+                _ => Body::Binary(payload),
+            },
+        })
+    }
+
     /// The map, if structured.
     pub fn as_map(&self) -> Option<&Map> {
         match self {
@@ -199,6 +229,29 @@ pub fn decode(mut raw: Bytes) -> Result<(Body, Meta), CorruptRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payload_is_a_map_by_content_type_declaration_or_detection() {
+        let json = Bytes::from_static(br#"{"a":1}"#);
+        let is_map = |b: Body| matches!(b, Body::Map(_));
+        assert!(is_map(
+            Body::from_payload(json.clone(), None, None).unwrap()
+        ));
+        assert!(is_map(
+            Body::from_payload(json.clone(), Some("application/json"), None).unwrap()
+        ));
+        // Another content type: kept as sent, even if it looks like JSON.
+        assert_eq!(
+            Body::from_payload(json.clone(), Some("text/plain"), None).unwrap(),
+            Body::Binary(json.clone())
+        );
+        // Declared CBOR, but the bytes are not CBOR: an error, not a guess.
+        assert!(Body::from_payload(json.clone(), None, Some(Format::Cbor)).is_err());
+        assert_eq!(
+            Body::from_payload(Bytes::from_static(b"42"), None, None).unwrap(),
+            Body::Binary(Bytes::from_static(b"42"))
+        );
+    }
 
     #[test]
     fn map_and_binary_records_round_trip_with_metadata() {

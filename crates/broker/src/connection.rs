@@ -24,6 +24,7 @@ use mqdb_resource::{Format, ResourceError};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use crate::broker::{Broker, Client, MessageIter, PublishError, Sub};
+use crate::conn_info::ConnInfo;
 use crate::session::ResendPacket;
 
 mod subscriptions;
@@ -66,7 +67,7 @@ pub async fn serve_tcp(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(broker.clone(), stream, peer.to_string()));
+                    tokio::spawn(serve_connection(broker.clone(), stream, ConnInfo::tcp(peer)));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -79,7 +80,7 @@ pub async fn serve_tcp(
 }
 
 /// Serves one MQTT connection until it ends.
-pub async fn serve_connection<S>(broker: Broker, stream: S, peer: String)
+pub async fn serve_connection<S>(broker: Broker, stream: S, info: ConnInfo)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -108,12 +109,12 @@ where
         Ok(Ok(c)) => c,
         Ok(Err(Some(e))) => {
             refuse_malformed_connect(&mut writer, &e).await;
-            tracing::debug!(peer, error = %e, "malformed CONNECT");
+            tracing::debug!(peer = %info.peer(), error = %e, "malformed CONNECT");
             return;
         }
         _ => return,
     };
-    let mut conn = Conn::new(broker, connect.protocol, peer);
+    let mut conn = Conn::new(broker, connect.protocol, info);
     if let Err(close) = conn
         .run(connect, &mut reader, &mut writer, rbuf, limits)
         .await
@@ -144,7 +145,7 @@ async fn refuse_malformed_connect<W: AsyncWrite + Unpin>(writer: &mut W, e: &Dec
 struct Conn {
     broker: Broker,
     version: Version,
-    peer: String,
+    info: ConnInfo,
     id: u64,
     client_id: Arc<str>,
     client: Option<Client>,
@@ -168,17 +169,17 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(broker: Broker, version: Version, peer: String) -> Conn {
+    fn new(broker: Broker, version: Version, info: ConnInfo) -> Conn {
         let id = broker.next_conn_id();
         Conn {
             broker,
             version,
-            peer,
+            declared: info.content_format,
+            accept: info.accept_format.unwrap_or(Format::Json),
+            info,
             id,
             client_id: Arc::from(""),
             client: None,
-            declared: None,
-            accept: Format::Json,
             will: None,
             will_delay: 0,
             keep_alive: Duration::ZERO,
@@ -436,7 +437,7 @@ impl Conn {
             }
         }
         self.client = Some(client);
-        tracing::debug!(client = %self.client_id, peer = %self.peer, version = ?self.version, present, "connected");
+        tracing::debug!(client = %self.client_id, peer = %self.info.peer(), transport = %self.info.transport, version = ?self.version, present, "connected");
     }
 
     async fn session_loop<R, W>(

@@ -8,13 +8,15 @@
 //! - [`message`]: a message shared by its subscribers, encoded once per format;
 //! - [`persist`]: persistent sessions as records;
 //! - `broker`: shared state, routing, the change-feed follower;
-//! - `connection`: the tokio driver over any `AsyncRead + AsyncWrite`.
+//! - `connection`: the tokio driver over any `AsyncRead + AsyncWrite`;
+//!   `conn_info`: what the transport tells it about the client.
 //!
 //! It is not: a codec (packets arrive validated by `mqdb-codec`) or storage
 //! (records go through `mqdb-resource`). Only `broker` and `connection` use
 //! tokio; the other modules are plain data structures.
 
 mod broker;
+mod conn_info;
 mod connection;
 mod expiry;
 pub mod message;
@@ -25,4 +27,5 @@ pub mod topics;
 pub mod trie;
 
 pub use broker::{Broker, BrokerConfig, Stats};
+pub use conn_info::{ConnInfo, Transport};
 pub use connection::{serve_connection, serve_tcp};

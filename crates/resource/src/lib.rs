@@ -4,6 +4,7 @@
 //!
 //! Depends on `mqdb-storage` only; knows nothing of MQTT packets or HTTP.
 
+pub mod auth;
 mod db;
 mod error;
 pub mod format;
@@ -13,6 +14,7 @@ pub mod schema;
 pub mod value;
 mod watch;
 
+pub use auth::{AuthError, Denied, Principal, Roles, Security, TableOp, Users};
 pub use db::{Completion, Database, Entry, Written};
 pub use error::ResourceError;
 pub use format::Format;

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real peers the interop tests drive: command -> Debian package.
-declare -A peers=([mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients)
+declare -A peers=([mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients [python3]=python3 [pip3]=python3-pip)
 missing=()
 for cmd in "${!peers[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${peers[$cmd]}")
@@ -17,6 +17,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   # shellcheck disable=SC2046
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(printf '%s\n' "${missing[@]}" | sort -u)
+fi
+
+# paho-mqtt 2.x (Python), the MQTT-over-WebSocket interop peer.
+if ! python3 -c 'import paho.mqtt as m, sys; sys.exit(not m.__version__.startswith("2."))' 2>/dev/null; then
+  echo "installing test peer: paho-mqtt (Python)"
+  python3 -m pip install --quiet 'paho-mqtt>=2,<3' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3'
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

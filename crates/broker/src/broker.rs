@@ -15,9 +15,12 @@ use std::sync::{Arc, Mutex};
 
 use mqdb_codec::{Publish, QoS, SubscriptionId, SubscriptionOptions, TopicFilter};
 use mqdb_resource::query::Query;
-use mqdb_resource::{Body, Database, Format, Meta, ResourceError, TableDef};
+use mqdb_resource::{
+    Body, Database, Format, Meta, ResourceError, Roles, Security, TableDef, Users,
+};
 use tokio::sync::Notify;
 
+use crate::events::{EventStream, ServerEvent};
 use crate::message::{Message, Payload, now_ms};
 use crate::persist::SESSIONS_TABLE;
 use crate::session::Session;
@@ -51,9 +54,12 @@ pub struct BrokerConfig {
     pub max_outbox: usize,
     /// Seconds between `$SYS/broker/...` updates (0: none).
     pub sys_interval: u64,
-    /// Refuse clients that cannot authenticate (no user store exists yet, so
-    /// with this set every client is refused).
+    /// Refuse clients without credentials (`mqtt.require_authentication`).
+    /// When off, they get [`Security::anonymous`].
     pub require_authentication: bool,
+    /// Users and roles. `None`: the users stored in the broker's database,
+    /// with only the built-in `superuser` role.
+    pub security: Option<Security>,
 }
 
 impl Default for BrokerConfig {
@@ -69,6 +75,7 @@ impl Default for BrokerConfig {
             max_outbox: 100_000,
             sys_interval: 10,
             require_authentication: false,
+            security: None,
         }
     }
 }
@@ -172,6 +179,8 @@ struct Inner {
     stats: Stats,
     retained: TableDef,
     sessions: TableDef,
+    security: Security,
+    events: tokio::sync::broadcast::Sender<Arc<ServerEvent>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -233,14 +242,48 @@ pub(crate) enum PublishError {
     #[error("topics starting with $SYS/ are reserved for the server")]
     Reserved,
     #[error("{0}")]
+    NotAuthorized(String),
+    #[error("{0}")]
     Resource(#[from] ResourceError),
 }
 
 impl Broker {
+    /// Users, roles and logins.
+    pub fn security(&self) -> &Security {
+        &self.inner.security
+    }
+
+    /// Server events from now on (SPEC §6), for code embedding the broker.
+    pub fn events(&self) -> EventStream {
+        EventStream::new(self.inner.events.subscribe())
+    }
+
+    /// Reports `event` to [`Broker::events`] streams and to MQTT
+    /// subscribers of `$SYS/events/<event>` (QoS 0, not retained).
+    pub(crate) fn emit(&self, event: ServerEvent) {
+        let Ok(topic) = mqdb_codec::TopicName::new(event.topic()) else {
+            return;
+        };
+        let msg = Message::new(
+            topic,
+            Payload::Raw(event.to_json()),
+            QoS::AtMostOnce,
+            false,
+            Default::default(),
+            None,
+        );
+        self.route_or_drop(&msg);
+        let _ = self.inner.events.send(Arc::new(event));
+    }
+
     /// A broker over `db`; restores stored persistent sessions.
     pub async fn start(db: Database, config: BrokerConfig) -> Result<Broker, ResourceError> {
         let (expiring, due) = tokio::sync::mpsc::unbounded_channel();
         let closing = tokio::sync::watch::channel(false).0;
+        let security = config
+            .security
+            .clone()
+            .unwrap_or_else(|| Security::new(Users::new(db.store().clone()), Roles::default()));
         let sweeper = tokio::spawn(crate::expiry::sweep(
             db.store().clone(),
             due,
@@ -259,6 +302,8 @@ impl Broker {
                 stats: Stats::default(),
                 retained: TableDef::schemaless(RETAINED_TABLE),
                 sessions: TableDef::schemaless(SESSIONS_TABLE),
+                security,
+                events: tokio::sync::broadcast::channel(crate::events::EVENT_BUFFER).0,
             }),
         };
         broker.restore_sessions()?;

@@ -17,17 +17,22 @@ use bytes::BytesMut;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
 use mqdb_codec::{
-    ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect, Limits, Packet, PacketId, PubAck,
-    PubRec, Publish, QoS, ReasonCode, Version, decode, encode, encoded_len,
+    Connect, Disconnect, Limits, Packet, PacketId, PubAck, PubRec, Publish, QoS, ReasonCode,
+    Version, decode, encode, encoded_len,
 };
 use mqdb_resource::{Format, ResourceError};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use crate::broker::{Broker, Client, MessageIter, PublishError, Sub};
 use crate::conn_info::ConnInfo;
-use crate::session::ResendPacket;
+use crate::events::{EventKind, ServerEvent};
+use mqdb_resource::Principal;
 
+mod auth;
+mod connect;
 mod subscriptions;
+
+use connect::refuse_malformed_connect;
 
 /// How long a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,6 +120,7 @@ where
         _ => return,
     };
     let mut conn = Conn::new(broker, connect.protocol, info);
+    conn.event(EventKind::Connection, None);
     if let Err(close) = conn
         .run(connect, &mut reader, &mut writer, rbuf, limits)
         .await
@@ -123,30 +129,17 @@ where
     }
 }
 
-/// A CONNECT that cannot be decoded: 3.1.1 answers an unsupported level
-/// with return code 1 (MQTT-3.1.2-2), 5.0 refuses with the error's reason.
-async fn refuse_malformed_connect<W: AsyncWrite + Unpin>(writer: &mut W, e: &DecodeError) {
-    let (version, reason) = match e.v3_connack_code() {
-        Some(_) => (Version::V311, ReasonCode::UnsupportedProtocolVersion),
-        None => (Version::V5, e.reason_code()),
-    };
-    let ack = Packet::ConnAck(ConnAck {
-        session_present: false,
-        reason_code: reason,
-        properties: Default::default(),
-    });
-    let mut buf = BytesMut::new();
-    if encode(&ack, version, &mut buf).is_ok() {
-        let _ = writer.write_all(&buf).await;
-        let _ = writer.flush().await;
-    }
-}
-
 struct Conn {
     broker: Broker,
     version: Version,
     info: ConnInfo,
     id: u64,
+    /// Who the client is, once CONNECT was accepted.
+    principal: Option<Principal>,
+    /// The username it gave or proved (for events).
+    username: Option<String>,
+    /// 5.0 Request Problem Information: reason strings wanted.
+    problem_information: bool,
     client_id: Arc<str>,
     client: Option<Client>,
     /// Format of structured payloads this client publishes (declared).
@@ -178,6 +171,9 @@ impl Conn {
             accept: info.accept_format.unwrap_or(Format::Json),
             info,
             id,
+            principal: None,
+            username: None,
+            problem_information: true,
             client_id: Arc::from(""),
             client: None,
             will: None,
@@ -195,6 +191,19 @@ impl Conn {
 
     fn v5(&self) -> bool {
         self.version == Version::V5
+    }
+
+    /// Reports a server event about this connection.
+    fn event(&self, kind: EventKind, reason: Option<String>) {
+        self.broker.emit(ServerEvent {
+            kind,
+            client_id: (!self.client_id.is_empty()).then(|| self.client_id.to_string()),
+            username: self.username.clone(),
+            remote_addr: self.info.remote_addr,
+            transport: self.info.transport,
+            reason,
+            timestamp: crate::message::now_ms(),
+        });
     }
 
     /// Queues a packet for the next write, unless it exceeds the client's
@@ -233,7 +242,7 @@ impl Conn {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        self.handle_connect(connect);
+        self.handle_connect(connect).await;
         let result = self.session_loop(reader, writer, &mut rbuf, limits).await;
         // Publishes received before the connection ended are carried out
         // (packets are processed in order: a DISCONNECT or EOF after a PUBLISH
@@ -315,129 +324,12 @@ impl Conn {
         }
         if let Some(client) = self.client.take() {
             self.broker.detach(&self.client_id, &client, self.id).await;
+            self.event(EventKind::Disconnected, Some(close_reason(&result)));
         }
         // Closed last: once the client sees the connection end, its session
         // is detached and stored, so an immediate reconnect finds it whole.
         let _ = writer.shutdown().await;
         result
-    }
-
-    fn handle_connect(&mut self, c: Connect) {
-        let props = &c.properties;
-        let mut ack_props = ConnAckProperties::default();
-        let assigned = c.client_id.is_empty();
-        self.client_id = if assigned {
-            format!("mqdb-{:016x}", self.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)).into()
-        } else {
-            Arc::from(&*c.client_id)
-        };
-        if assigned && self.v5() {
-            ack_props.assigned_client_identifier = Some(self.client_id.to_string().into());
-        }
-        for up in &props.user_properties {
-            match &*up.name {
-                "accept" => self.accept = Format::from_accept(&up.value).unwrap_or_default(),
-                "content-type" => self.declared = Format::from_content_type(&up.value),
-                _ => {}
-            }
-        }
-        self.client_max_packet = props.maximum_packet_size.map(|m| m.get());
-        // 3.1.1: clean session 0 keeps the session forever; 5.0: the interval.
-        self.session_expiry = if self.v5() {
-            props.session_expiry_interval.unwrap_or(0)
-        } else if c.clean_start {
-            0
-        } else {
-            u32::MAX
-        };
-        let max_keepalive = self.broker.config().max_keepalive;
-        let mut keep_alive = c.keep_alive;
-        if max_keepalive > 0 && (keep_alive == 0 || keep_alive > max_keepalive) {
-            keep_alive = max_keepalive;
-            ack_props.server_keep_alive = Some(keep_alive);
-        }
-        self.keep_alive = Duration::from_secs(u64::from(keep_alive));
-        self.will_delay = c
-            .will
-            .as_ref()
-            .and_then(|w| w.properties.will_delay_interval)
-            .unwrap_or(0);
-        self.will = c.will.map(|w| Publish {
-            dup: false,
-            qos: w.qos,
-            retain: w.retain,
-            topic: w.topic,
-            packet_id: None,
-            properties: mqdb_codec::PublishProperties {
-                payload_format_indicator: w.properties.payload_format_indicator,
-                message_expiry_interval: w.properties.message_expiry_interval,
-                content_type: w.properties.content_type,
-                response_topic: w.properties.response_topic,
-                correlation_data: w.properties.correlation_data,
-                user_properties: w.properties.user_properties,
-                ..Default::default()
-            },
-            payload: w.payload,
-        });
-        // 3.1.1 MQTT-3.1.3-8: an empty client id needs a clean session.
-        let refusal = if !self.v5() && assigned && !c.clean_start {
-            Some(ReasonCode::ClientIdentifierNotValid)
-        } else if self.broker.config().require_authentication {
-            // No user store exists yet: with authentication required, every
-            // client is refused (0x86 / 4 with credentials, else 0x87 / 5).
-            Some(if c.username.is_some() || c.password.is_some() {
-                ReasonCode::BadUserNameOrPassword
-            } else {
-                ReasonCode::NotAuthorized
-            })
-        } else {
-            None
-        };
-        if let Some(reason_code) = refusal {
-            let ack = ConnAck {
-                session_present: false,
-                reason_code,
-                properties: Default::default(),
-            };
-            self.send(&Packet::ConnAck(ack));
-            self.will = None;
-            return;
-        }
-        let (client, present) =
-            self.broker
-                .attach(&self.client_id, self.id, c.clean_start, self.session_expiry);
-        let config = self.broker.config();
-        if self.v5() {
-            ack_props.receive_maximum = std::num::NonZeroU16::new(config.receive_maximum);
-            ack_props.maximum_packet_size = std::num::NonZeroU32::new(config.max_packet_size);
-            ack_props.topic_alias_maximum = Some(config.topic_alias_maximum);
-            ack_props.retain_available = Some(true);
-            ack_props.wildcard_subscription_available = Some(true);
-            ack_props.subscription_identifiers_available = Some(true);
-            ack_props.shared_subscription_available = Some(false);
-        }
-        let ack = ConnAck {
-            session_present: present,
-            reason_code: ReasonCode::Success,
-            properties: ack_props,
-        };
-        self.send(&Packet::ConnAck(ack));
-        let resend = {
-            let mut c = client.lock().expect("client lock");
-            let window = props.receive_maximum.map_or(u16::MAX, |m| m.get());
-            c.session
-                .set_receive_maximum(window.min(self.broker.config().max_inflight));
-            c.outbox.clear();
-            c.session.resume()
-        };
-        for p in resend {
-            match p {
-                ResendPacket::Publish(p) => self.send(&Packet::Publish(p)),
-                ResendPacket::PubRel(r) => self.send(&Packet::PubRel(r)),
-            }
-        }
-        self.client = Some(client);
-        tracing::debug!(client = %self.client_id, peer = %self.info.peer(), transport = %self.info.transport, version = ?self.version, present, "connected");
     }
 
     async fn session_loop<R, W>(
@@ -525,10 +417,7 @@ impl Conn {
         }
         match ack {
             // A refused publish on 3.1.1: the connection is closed.
-            Some(Packet::Disconnect(_)) => Err(Close::Server(
-                ReasonCode::ImplementationSpecificError,
-                "publish refused",
-            )),
+            Some(Packet::Disconnect(d)) => Err(Close::Server(d.reason_code, "publish refused")),
             Some(p) => {
                 self.send(&p);
                 Ok(())
@@ -698,6 +587,12 @@ impl Conn {
                 return Ok(());
             }
         }
+        if let Err(e) = self.authorize_publish(&p) {
+            let packet = ack_for(Err(e), p.qos, pid, self.v5(), client);
+            self.acks
+                .push_back(Box::pin(async move { (p.qos == QoS::AtLeastOnce, packet) }));
+            return Ok(());
+        }
         let broker = self.broker.clone();
         let origin = self.client_id.clone();
         let declared = self.declared;
@@ -732,6 +627,18 @@ impl Conn {
     }
 }
 
+/// Why a connection ended, in words (the `disconnected` event's reason).
+fn close_reason(result: &Result<(), Close>) -> String {
+    match result {
+        Ok(()) => "closed".into(),
+        Err(Close::Client { will: false }) => "client disconnected".into(),
+        Err(Close::Client { will: true }) => "connection lost".into(),
+        Err(Close::Server(code, why)) => format!("{why} ({code:?})"),
+        Err(Close::TakenOver) => "session taken over".into(),
+        Err(Close::Io) => "socket error".into(),
+    }
+}
+
 /// The acknowledgement for a processed publish. A refused publish gets a
 /// 5.0 reason code; a 3.1.1 client has no way to hear it, so its connection
 /// is closed (SPEC section 2), signalled by returning a DISCONNECT.
@@ -751,12 +658,17 @@ fn ack_for(
             ReasonCode::PayloadFormatInvalid
         }
         Err(PublishError::Resource(e)) if e.is_client_error() => ReasonCode::PayloadFormatInvalid,
+        Err(PublishError::NotAuthorized(_)) => ReasonCode::NotAuthorized,
         Err(PublishError::Resource(_)) => ReasonCode::ImplementationSpecificError,
     };
     if let Err(e) = &result {
         tracing::debug!(error = %e, "publish refused");
     }
-    if reason.is_error() && !v5 {
+    // 3.1.1 cannot hear a refusal; a 5.0 QoS 0 publish has no ack to carry
+    // one, so an unauthorised one ends the connection with 0x87 rather
+    // than vanishing.
+    if reason.is_error() && (!v5 || (qos == QoS::AtMostOnce && reason == ReasonCode::NotAuthorized))
+    {
         return Some(Packet::Disconnect(Disconnect::new(reason)));
     }
     let reason_string = result

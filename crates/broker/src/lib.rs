@@ -18,6 +18,7 @@
 mod broker;
 mod conn_info;
 mod connection;
+pub mod events;
 mod expiry;
 pub mod message;
 pub mod persist;
@@ -29,3 +30,4 @@ pub mod trie;
 pub use broker::{Broker, BrokerConfig, Stats};
 pub use conn_info::{ConnInfo, Transport};
 pub use connection::{serve_connection, serve_tcp};
+pub use events::{EventKind, EventStream, ServerEvent};

@@ -37,6 +37,12 @@ pub enum HttpError {
         /// The methods that are allowed, for the `Allow` header.
         allow: &'static str,
     },
+    /// No or wrong credentials (401, with `WWW-Authenticate: Basic`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed to do this (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// A request axum's extractors refused: a body too large (413) or cut
     /// off (400), a broken WebSocket handshake.
     #[error("{message}")]
@@ -58,6 +64,8 @@ impl HttpError {
             HttpError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Rejected { status, .. } => *status,
+            HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -108,6 +116,11 @@ impl IntoResponse for HttpError {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
+        } else if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"mqdb\", charset=\"UTF-8\""),
+            );
         }
         response
     }

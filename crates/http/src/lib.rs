@@ -29,13 +29,21 @@
 //! statuses (`error`), watches to event streams (`live`), and one
 //! dispatcher over them all (`routes`).
 //!
-//! It is not: an MQTT-over-WebSocket endpoint (a WebSocket handshake that
-//! offers the `mqtt` subprotocol is refused with 400 until that handler
-//! lands), an authorisation layer (`auth` is the one place it will slot
-//! in; today every request is allowed), or a TLS terminator.
+//! MQTT over WebSocket (SPEC §2): a WebSocket handshake on any path that
+//! offers the `mqtt` subprotocol is accepted and handed, as a byte stream,
+//! to [`HttpOptions::mqtt_ws`] (400 when there is none); see [`mqtt_ws`].
+//! The connection's peer ([`PeerInfo`]: address, TLS, client certificate
+//! user) comes from the listener given to [`serve_with`] and is available
+//! to handlers as `ConnectInfo<PeerInfo>`.
+//!
+//! It is not: an authorisation layer (`auth` is the one place it will slot
+//! in; today every request is allowed) or a TLS terminator (a TLS listener
+//! is any [`axum::serve::Listener`] whose address converts into a
+//! [`PeerInfo`]).
 //!
 //! Depends on `mqdb-resource` and `mqdb-storage` (for the store's error
-//! kinds); knows nothing of MQTT packets.
+//! kinds); knows nothing of MQTT packets: the MQTT-over-WebSocket handler
+//! is a hook the server fills in with the broker.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,19 +58,23 @@ mod auth;
 mod collection;
 mod error;
 mod live;
+pub mod mqtt_ws;
 mod negotiate;
 mod path;
+mod peer;
 mod record;
 mod routes;
 
 pub use error::HttpError;
+pub use mqtt_ws::{MqttWsConnection, MqttWsHandler, MqttWsStream};
+pub use peer::PeerInfo;
 
 /// Largest request body accepted; a larger one gets 413.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// How long [`serve`] waits, after the listener has stopped, for WebSocket
 /// sessions to close before it returns anyway.
-const WEBSOCKET_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const WEBSOCKET_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What every handler shares. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -73,6 +85,12 @@ pub(crate) struct AppState {
     pub(crate) closing: watch::Receiver<bool>,
     /// Held by every live stream; [`serve`] waits until all clones are gone.
     pub(crate) live_guard: Arc<mpsc::Sender<()>>,
+    /// Logins (HTTP Basic, client certificates); `None`: no user store, so
+    /// everyone is anonymous with full access unless authentication is
+    /// required.
+    pub(crate) security: Option<mqdb_resource::Security>,
+    /// `http.require_authentication`.
+    pub(crate) require_authentication: bool,
 }
 
 impl AppState {
@@ -86,14 +104,27 @@ impl AppState {
 
 /// The REST routes over `db`. Live streams opened through this router run
 /// until their client goes away; use [`serve`] to also end them on shutdown.
+/// A handshake offering the `mqtt` subprotocol gets 400 (there is no
+/// MQTT-over-WebSocket handler here).
 pub fn router(db: Database) -> Router {
     let (_never, closing) = watch::channel(false);
     let (guard, _) = mpsc::channel(1);
-    app(AppState {
-        db,
-        closing,
-        live_guard: Arc::new(guard),
-    })
+    let live_guard = Arc::new(guard);
+    let mqtt = mqtt_ws::MqttWsService {
+        handler: None,
+        closing: closing.clone(),
+        live_guard: live_guard.clone(),
+    };
+    with_mqtt_ws(
+        app(AppState {
+            db,
+            closing,
+            live_guard,
+            security: None,
+            require_authentication: false,
+        }),
+        mqtt,
+    )
 }
 
 fn app(state: AppState) -> Router {
@@ -104,23 +135,32 @@ fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Refuses every request: authentication is required and there is nobody
-/// to authenticate as yet.
-async fn refuse_unauthenticated(
-    _req: axum::extract::Request,
-    _next: axum::middleware::Next,
+/// Wraps `app` in the MQTT-over-WebSocket layer: outermost, so that the
+/// handshake reaches the broker (which authenticates MQTT clients itself)
+/// whatever the REST layers would say.
+fn with_mqtt_ws(app: Router, service: mqtt_ws::MqttWsService) -> Router {
+    app.layer(axum::middleware::from_fn_with_state(
+        service,
+        mqtt_ws::intercept,
+    ))
+}
+
+/// `/metrics` asks for the same credentials as the tables when
+/// authentication is required (any valid user may read it).
+async fn authenticate_metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    let body = serde_json::json!({
-        "error": "authentication is required and no users exist yet; set http.require_authentication = false",
-        "status": 401,
-    });
-    (
-        axum::http::StatusCode::UNAUTHORIZED,
-        [(axum::http::header::WWW_AUTHENTICATE, "Basic realm=\"mqdb\"")],
-        axum::Json(body),
-    )
-        .into_response()
+    let (parts, body) = req.into_parts();
+    if state.require_authentication {
+        if let Err(e) = auth::principal(&state, &parts).await {
+            return e.into_response();
+        }
+    }
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// Serves the REST routes over `db` on `listener` until `shutdown`
@@ -141,37 +181,59 @@ pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
 /// Settings of the REST server.
 #[derive(Clone, Default)]
 pub struct HttpOptions {
-    /// `http.require_authentication`. Users do not exist yet, so when this
-    /// is set every request is refused with 401 (safe by default) until the
-    /// security work adds them.
+    /// `http.require_authentication`: requests without credentials get 401.
     pub require_authentication: bool,
+    /// Users and roles (HTTP Basic, client certificates), shared with MQTT.
+    pub security: Option<mqdb_resource::Security>,
     /// What `GET /metrics` serves (Prometheus text format), if anything.
     pub metrics: Option<MetricsFn>,
+    /// Serves MQTT over WebSocket (handshakes offering the `mqtt`
+    /// subprotocol, on any path); without it they get 400.
+    pub mqtt_ws: Option<MqttWsHandler>,
 }
 
 impl std::fmt::Debug for HttpOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpOptions")
             .field("require_authentication", &self.require_authentication)
+            .field("security", &self.security.is_some())
             .field("metrics", &self.metrics.is_some())
+            .field("mqtt_ws", &self.mqtt_ws.is_some())
             .finish()
     }
 }
 
-/// [`serve`] with settings.
-pub async fn serve_with(
-    listener: tokio::net::TcpListener,
+/// [`serve`] with settings, on any listener whose addresses say who the
+/// peer is (a `TcpListener`, a TLS listener): each request carries
+/// `ConnectInfo<PeerInfo>`, and MQTT-over-WebSocket connections get it too.
+/// MQTT-over-WebSocket sessions end with the server like live streams do
+/// (their reads end, then the socket gets Close 1001).
+pub async fn serve_with<L>(
+    listener: L,
     db: Database,
     options: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: Into<PeerInfo>,
+{
     let (close, closing) = watch::channel(false);
     let (guard, mut drained) = mpsc::channel::<()>(1);
-    let mut app = app(AppState {
+    let live_guard = Arc::new(guard);
+    let mqtt = mqtt_ws::MqttWsService {
+        handler: options.mqtt_ws.clone(),
+        closing: closing.clone(),
+        live_guard: live_guard.clone(),
+    };
+    let state = AppState {
         db,
         closing,
-        live_guard: Arc::new(guard),
-    });
+        live_guard,
+        security: options.security.clone(),
+        require_authentication: options.require_authentication,
+    };
+    let mut app = app(state.clone());
     if let Some(render) = options.metrics.clone() {
         // `/metrics` is reserved: no table can be exported under that name
         // and be reached here.
@@ -190,12 +252,18 @@ pub async fn serve_with(
                 }
             }),
         );
+        let metrics = metrics.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate_metrics,
+        ));
         app = metrics.merge(app);
     }
-    if options.require_authentication {
-        app = app.layer(axum::middleware::from_fn(refuse_unauthenticated));
-    }
-    axum::serve(listener, app)
+    // Only the router may hold the state (and its live guard): the drain
+    // below waits until every guard is gone.
+    drop(state);
+    let app = with_mqtt_ws(app, mqtt);
+    let service = app.into_make_service_with_connect_info::<PeerInfo>();
+    axum::serve(peer::PeerListener(listener), service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = close.send(true);

@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
@@ -36,7 +35,6 @@ use mqdb_resource::{Body, Format, Map, TableDef, Value, Watch, WatchEvent, Watch
 use tokio::sync::{mpsc, watch};
 
 use crate::AppState;
-use crate::error::HttpError;
 
 /// Interval of SSE keep-alive comments.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -90,26 +88,6 @@ pub(crate) fn sse(state: &AppState, table: &TableDef, target: WatchTarget) -> Re
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()
-}
-
-/// Whether a WebSocket handshake offers the `mqtt` subprotocol, which
-/// belongs to MQTT over WebSocket, not to these live updates.
-pub(crate) fn offers_mqtt(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|p| {
-            let p = p.trim_ascii();
-            p.eq_ignore_ascii_case(b"mqtt") || p.eq_ignore_ascii_case(b"mqttv3.1")
-        })
-}
-
-/// Refusal of an MQTT-over-WebSocket handshake until that handler exists.
-pub(crate) fn mqtt_not_served() -> HttpError {
-    HttpError::BadRequest(
-        "MQTT over WebSocket is not served on this path yet; live updates use a plain WebSocket without a subprotocol".into(),
-    )
 }
 
 /// Accepts a plain WebSocket following `target`.

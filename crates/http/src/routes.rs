@@ -37,17 +37,21 @@ pub(crate) async fn dispatch(State(state): State<AppState>, request: Request) ->
 
 async fn handle(state: &AppState, request: Request) -> Result<Response, HttpError> {
     let (mut parts, body) = request.into_parts();
+    // Who is asking comes first: without credentials nothing, not even
+    // which tables exist, is revealed.
+    let who = auth::principal(state, &parts).await?;
     let target = path::parse(parts.uri.path())?;
     let db = state.db.clone();
     let table = db.exported(&target.table)?;
     match target.id {
-        Some(id) => record_request(state, table, &id, &mut parts, body).await,
-        None => collection_request(state, table, &target.table, &mut parts, body).await,
+        Some(id) => record_request(state, &who, table, &id, &mut parts, body).await,
+        None => collection_request(state, &who, table, &target.table, &mut parts, body).await,
     }
 }
 
 async fn record_request(
     state: &AppState,
+    who: &mqdb_resource::Principal,
     table: &TableDef,
     id: &str,
     parts: &mut Parts,
@@ -56,7 +60,7 @@ async fn record_request(
     let db = &state.db;
     match parts.method {
         Method::GET | Method::HEAD => {
-            auth::authorize(parts, table, Operation::Read)?;
+            auth::authorize(state, who, table, Some(id), Operation::Read)?;
             let target = WatchTarget::Record(id.to_owned());
             if let Some(response) = live_request(state, table, target, parts).await? {
                 return Ok(response);
@@ -65,17 +69,17 @@ async fn record_request(
             record::get(db, table, id, &parts.headers, representation)
         }
         Method::PUT => {
-            auth::authorize(parts, table, Operation::Update)?;
+            auth::authorize(state, who, table, Some(id), Operation::Put)?;
             let bytes = read_body(state, parts, body).await?;
             record::put(db, table, id, &parts.headers, bytes).await
         }
         Method::PATCH => {
-            auth::authorize(parts, table, Operation::Update)?;
+            auth::authorize(state, who, table, Some(id), Operation::Update)?;
             let bytes = read_body(state, parts, body).await?;
             record::patch(db, table, id, &parts.headers, bytes).await
         }
         Method::DELETE => {
-            auth::authorize(parts, table, Operation::Delete)?;
+            auth::authorize(state, who, table, Some(id), Operation::Delete)?;
             record::delete(db, table, id).await
         }
         _ => Err(not_allowed(&parts.method, RECORD_METHODS)),
@@ -84,6 +88,7 @@ async fn record_request(
 
 async fn collection_request(
     state: &AppState,
+    who: &mqdb_resource::Principal,
     table: &TableDef,
     export_path: &str,
     parts: &mut Parts,
@@ -92,7 +97,7 @@ async fn collection_request(
     let db = &state.db;
     match parts.method {
         Method::GET | Method::HEAD => {
-            auth::authorize(parts, table, Operation::Read)?;
+            auth::authorize(state, who, table, None, Operation::Read)?;
             // The raw query: `Query::parse` percent-decodes each part itself.
             let query = Query::parse(parts.uri.query().unwrap_or(""))
                 .map_err(mqdb_resource::ResourceError::from)?;
@@ -108,7 +113,7 @@ async fn collection_request(
             collection::list(db, table, &query, representation)
         }
         Method::POST => {
-            auth::authorize(parts, table, Operation::Insert)?;
+            auth::authorize(state, who, table, None, Operation::Insert)?;
             let bytes = read_body(state, parts, body).await?;
             collection::create(db, table, export_path, &parts.headers, bytes).await
         }
@@ -131,9 +136,6 @@ async fn live_request(
         .iter()
         .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if upgrade && parts.method == Method::GET {
-        if live::offers_mqtt(&parts.headers) {
-            return Err(live::mqtt_not_served());
-        }
         let upgrade = WebSocketUpgrade::from_request_parts(parts, state)
             .await
             .map_err(HttpError::rejected)?;

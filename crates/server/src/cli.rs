@@ -1,4 +1,5 @@
-//! The command line (SPEC §8): `mqdb serve`, `mqdb config` and `mqdb bench`,
+//! The command line (SPEC §8): `mqdb serve`, `mqdb config`, `mqdb bench` and
+//! `mqdb user`,
 //! parsed with clap, and dispatch to the code that carries each one out.
 //!
 //! Owns argument parsing and what each subcommand writes to stdout. It must
@@ -13,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::bench::{self, BenchArgs};
 use crate::config::{self, Config};
 use crate::serve;
+use crate::user_cli::{self, UserArgs};
 
 /// mqdb: a database whose tables are MQTT topic namespaces.
 #[derive(Debug, Parser)]
@@ -39,6 +41,8 @@ enum Command {
     Config(ConfigArgs),
     /// Measure any MQTT broker: fan-in, fan-out, latency, retained writes
     Bench(BenchArgs),
+    /// Manage users: add, passwd, remove, list (server running or not)
+    User(UserArgs),
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +58,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::serve(args.config.as_deref()),
         Command::Config(args) => print_config(&Config::load(args.config.as_deref())?),
         Command::Bench(args) => bench::run(args),
+        Command::User(args) => user_cli::run(args),
     }
 }
 

@@ -9,9 +9,15 @@
 //! is `#[serde(deny_unknown_fields)]`, so a misspelt key is an error that
 //! names it instead of being silently ignored. Relative paths are relative to
 //! the working directory of the process, not to the configuration file.
+//!
+//! [`Config::validate`] checks the settings themselves and touches no file,
+//! so `mqdb config` can print a configuration meant for another machine;
+//! [`Config::check_tls_files`] checks that the certificate files named exist,
+//! for `mqdb serve` before it binds anything.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -117,7 +123,7 @@ pub(crate) struct MqttConfig {
     pub(crate) max_packet_size: u32,
     /// Seconds between `$SYS/broker/...` statistics refreshes.
     pub(crate) sys_interval: u64,
-    /// MQTTS (and wss:// / https://). Enabled when `cert` and `key` are set.
+    /// MQTTS. Enabled when `cert` and `key` are set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) tls: Option<TlsConfig>,
 }
@@ -143,10 +149,19 @@ impl MqttConfig {
     }
 }
 
-/// `[mqtt.tls]`: certificate, key and client-certificate policy.
+/// `[mqtt.tls]` and `[http.tls]`: certificate, key and client-certificate
+/// policy of one TLS listener.
+///
+/// The two sections differ only in the default port, which the marker `P`
+/// carries: `TlsConfig` (= `TlsConfig<Mqtts>`, 8883) and [`HttpsConfig`]
+/// (9927). (serde cannot derive for a const generic, hence a marker type.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub(crate) struct TlsConfig {
+#[serde(
+    default,
+    deny_unknown_fields,
+    bound(serialize = "", deserialize = "P: DefaultPort")
+)]
+pub(crate) struct TlsConfig<P = Mqtts> {
     pub(crate) port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) cert: Option<PathBuf>,
@@ -157,17 +172,45 @@ pub(crate) struct TlsConfig {
     pub(crate) client_ca: Option<PathBuf>,
     pub(crate) client_certs: ClientCerts,
     pub(crate) username_from: UsernameFrom,
+    /// Which section this is (the default port); no key.
+    #[serde(skip)]
+    pub(crate) section: PhantomData<P>,
 }
 
-impl Default for TlsConfig {
+/// `[http.tls]`: HTTPS and wss:// on their own port.
+pub(crate) type HttpsConfig = TlsConfig<Https>;
+
+/// The default port of a TLS section.
+pub(crate) trait DefaultPort {
+    const PORT: u16;
+}
+
+/// Marker of `[mqtt.tls]` (MQTTS, port 8883).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mqtts;
+
+/// Marker of `[http.tls]` (HTTPS and wss://, port 9927).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Https;
+
+impl DefaultPort for Mqtts {
+    const PORT: u16 = 8883;
+}
+
+impl DefaultPort for Https {
+    const PORT: u16 = 9927;
+}
+
+impl<P: DefaultPort> Default for TlsConfig<P> {
     fn default() -> Self {
         Self {
-            port: 8883,
+            port: P::PORT,
             cert: None,
             key: None,
             client_ca: None,
             client_certs: ClientCerts::None,
             username_from: UsernameFrom::Cn,
+            section: PhantomData,
         }
     }
 }
@@ -219,6 +262,10 @@ pub(crate) struct HttpConfig {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) require_authentication: bool,
+    /// HTTPS and wss:// on `tls.port`, next to plain HTTP on `port`.
+    /// Enabled when `cert` and `key` are set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<HttpsConfig>,
 }
 
 impl Default for HttpConfig {
@@ -227,7 +274,15 @@ impl Default for HttpConfig {
             host: "0.0.0.0".to_owned(),
             port: 9926,
             require_authentication: true,
+            tls: None,
         }
+    }
+}
+
+impl HttpConfig {
+    /// The TLS settings if HTTPS is enabled, i.e. a certificate is configured.
+    pub(crate) fn tls_enabled(&self) -> Option<&HttpsConfig> {
+        self.tls.as_ref().filter(|tls| tls.cert.is_some())
     }
 }
 
@@ -320,7 +375,7 @@ where
 /// A socket the server binds, derived from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Listener {
-    /// `mqtt`, `mqtts` or `http`.
+    /// `mqtt`, `mqtts`, `http` or `https`.
     pub(crate) name: &'static str,
     /// The config key that sets the port, for error messages.
     pub(crate) port_key: &'static str,
@@ -378,7 +433,37 @@ impl Config {
             host: self.http.host.clone(),
             port: self.http.port,
         });
+        if let Some(tls) = self.http.tls_enabled() {
+            listeners.push(Listener {
+                name: "https",
+                port_key: "http.tls.port",
+                host: self.http.host.clone(),
+                port: tls.port,
+            });
+        }
         listeners
+    }
+
+    /// Checks that every file an enabled TLS listener names (certificate,
+    /// key, client CA bundle) exists and is a regular file. Reports every
+    /// problem, one per line, each naming its key. Not part of
+    /// [`Config::validate`]: printing a configuration must not need them.
+    pub(crate) fn check_tls_files(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if let Some(tls) = self.mqtt.tls_enabled() {
+            check_tls_files("mqtt.tls", tls, &mut problems);
+        }
+        if let Some(tls) = self.http.tls_enabled() {
+            check_tls_files("http.tls", tls, &mut problems);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!(
+                "invalid configuration:\n  {}",
+                problems.join("\n  ")
+            ))
+        }
     }
 
     /// Checks what serde cannot: ranges and relations between keys. Reports
@@ -405,7 +490,10 @@ impl Config {
             problems.push("`mqtt.sys_interval` must be at least 1 (second)".to_owned());
         }
         if let Some(tls) = &self.mqtt.tls {
-            validate_tls(tls, &mut problems);
+            validate_tls("mqtt.tls", tls, &mut problems);
+        }
+        if let Some(tls) = &self.http.tls {
+            validate_tls("http.tls", tls, &mut problems);
         }
         validate_ports(&self.listeners(), &mut problems);
         for (name, role) in &self.roles {
@@ -484,29 +572,61 @@ fn check_file(path: &Path) -> Result<()> {
     }
 }
 
-fn validate_tls(tls: &TlsConfig, problems: &mut Vec<String>) {
+/// Relations between the keys of one TLS section (`section` is `mqtt.tls`
+/// or `http.tls`).
+fn validate_tls<P>(section: &str, tls: &TlsConfig<P>, problems: &mut Vec<String>) {
     match (&tls.cert, &tls.key) {
         (Some(_), None) => {
-            problems.push("`mqtt.tls.cert` is set but `mqtt.tls.key` is not".to_owned());
+            problems.push(format!(
+                "`{section}.cert` is set but `{section}.key` is not"
+            ));
         }
         (None, Some(_)) => {
-            problems.push("`mqtt.tls.key` is set but `mqtt.tls.cert` is not".to_owned());
+            problems.push(format!(
+                "`{section}.key` is set but `{section}.cert` is not"
+            ));
         }
         (None, None) if tls.client_ca.is_some() || tls.client_certs != ClientCerts::None => {
-            problems.push(
-                "client certificates (`mqtt.tls.client_ca`, `mqtt.tls.client_certs`) need \
-                 `mqtt.tls.cert` and `mqtt.tls.key`"
-                    .to_owned(),
-            );
+            problems.push(format!(
+                "client certificates (`{section}.client_ca`, `{section}.client_certs`) need \
+                 `{section}.cert` and `{section}.key`"
+            ));
         }
         _ => {}
     }
     if tls.client_certs != ClientCerts::None && tls.client_ca.is_none() {
-        problems.push(
-            "`mqtt.tls.client_certs` is \"optional\" or \"required\" but `mqtt.tls.client_ca` \
-             is not set"
-                .to_owned(),
-        );
+        problems.push(format!(
+            "`{section}.client_certs` is \"{}\" but `{section}.client_ca` is not set",
+            tls.client_certs
+        ));
+    }
+}
+
+/// The files of one enabled TLS section exist (see
+/// [`Config::check_tls_files`]).
+fn check_tls_files<P>(section: &str, tls: &TlsConfig<P>, problems: &mut Vec<String>) {
+    let files = [
+        ("cert", &tls.cert),
+        ("key", &tls.key),
+        ("client_ca", &tls.client_ca),
+    ];
+    for (key, path) in files {
+        let Some(path) = path else { continue };
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => problems.push(format!(
+                "`{section}.{key}`: `{}` is not a regular file",
+                path.display()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => problems.push(format!(
+                "`{section}.{key}`: `{}` does not exist",
+                path.display()
+            )),
+            Err(e) => problems.push(format!(
+                "`{section}.{key}`: cannot read `{}`: {e}",
+                path.display()
+            )),
+        }
     }
 }
 
@@ -608,6 +728,88 @@ mod tests {
         assert_eq!(config.http.port, 9926);
         assert!(config.http.require_authentication);
         assert!(config.mqtt.tls.is_none() && config.cluster.is_none());
+        assert!(config.http.tls.is_none());
+    }
+
+    #[test]
+    fn tls_sections_have_their_own_default_ports() {
+        let config =
+            parse("[mqtt.tls]\ncert = \"c\"\nkey = \"k\"\n[http.tls]\ncert = \"c\"\nkey = \"k\"")
+                .unwrap();
+        assert_eq!(config.mqtt.tls.as_ref().unwrap().port, 8883);
+        let https = config.http.tls.as_ref().unwrap();
+        assert_eq!(https.port, 9927);
+        assert_eq!(https.client_certs, ClientCerts::None);
+        assert_eq!(https.username_from, UsernameFrom::Cn);
+        let names: Vec<_> = config.listeners().iter().map(|l| l.name).collect();
+        assert_eq!(names, ["mqtt", "mqtts", "http", "https"]);
+        let https = &config.listeners()[3];
+        assert_eq!(
+            (https.port_key, https.port, https.to_string().as_str()),
+            ("http.tls.port", 9927, "https://0.0.0.0:9927")
+        );
+        // Without a certificate the section binds nothing.
+        let config = parse("[http.tls]\nport = 9926").unwrap();
+        assert_eq!(config.listeners().len(), 2);
+    }
+
+    #[test]
+    fn http_tls_is_validated_like_mqtt_tls() {
+        assert!(error("[http.tls]\ncert = \"c\"").contains("`http.tls.key` is not"));
+        assert!(error("[http.tls]\nkey = \"k\"").contains("`http.tls.cert` is not"));
+        let msg = error("[http.tls]\ncert = \"c\"\nkey = \"k\"\nclient_certs = \"required\"");
+        assert!(msg.contains("`http.tls.client_ca` is not set"), "{msg}");
+        let msg = error("[http.tls]\nclient_ca = \"ca\"");
+        assert!(msg.contains("need `http.tls.cert`"), "{msg}");
+        let msg = error("[http.tls]\nport = 9926\ncert = \"c\"\nkey = \"k\"");
+        assert!(
+            msg.contains("`http.port`") && msg.contains("`http.tls.port`"),
+            "{msg}"
+        );
+        let msg = error(
+            "[mqtt.tls]\ncert = \"c\"\nkey = \"k\"\n[http.tls]\nport = 8883\ncert = \"c\"\nkey = \"k\"",
+        );
+        assert!(
+            msg.contains("`mqtt.tls.port`") && msg.contains("`http.tls.port`"),
+            "{msg}"
+        );
+        let msg = error("[http.tls]\nprot = 1");
+        assert!(msg.contains("`http.tls.prot`"), "{msg}");
+        parse("[http.tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\nclient_certs = \"required\"")
+            .unwrap();
+    }
+
+    #[test]
+    fn tls_files_are_checked_only_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("server.pem");
+        std::fs::write(&cert, "x").unwrap();
+        let toml = format!(
+            "[mqtt.tls]\ncert = {cert:?}\nkey = {missing:?}\n\
+             [http.tls]\ncert = {cert:?}\nkey = {cert:?}\nclient_ca = {dir:?}",
+            cert = cert,
+            missing = dir.path().join("missing.key"),
+            dir = dir.path(),
+        );
+        // Validation proper does not touch files (`mqdb config` must work).
+        let config = parse(&toml).unwrap();
+        let msg = format!("{:#}", config.check_tls_files().unwrap_err());
+        assert!(
+            msg.contains("`mqtt.tls.key`") && msg.contains("missing.key` does not exist"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("`http.tls.client_ca`") && msg.contains("is not a regular file"),
+            "{msg}"
+        );
+        assert!(!msg.contains("`mqtt.tls.cert`"), "{msg}");
+        assert!(!msg.contains("`http.tls.cert`"), "{msg}");
+        // Disabled sections name no files to check.
+        parse("[mqtt.tls]\nport = 1")
+            .unwrap()
+            .check_tls_files()
+            .unwrap();
+        Config::default().check_tls_files().unwrap();
     }
 
     #[test]
@@ -725,6 +927,8 @@ mod tests {
         full.sort();
         assert_eq!(written, full);
         let tls = config.mqtt.tls.as_ref().unwrap();
+        assert!(tls.cert.is_some() && tls.key.is_some() && tls.client_ca.is_some());
+        let tls = config.http.tls.as_ref().unwrap();
         assert!(tls.cert.is_some() && tls.key.is_some() && tls.client_ca.is_some());
         assert!(config.cluster.as_ref().unwrap().node.is_some());
         assert!(!config.roles.is_empty());

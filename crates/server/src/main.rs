@@ -9,7 +9,10 @@
 mod bench;
 mod cli;
 mod config;
+mod security;
 mod serve;
+mod tls;
+mod user_cli;
 
 use std::process::ExitCode;
 

@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::config::{self, Config};
+use crate::tls::{TlsAcceptorHandle, TlsService};
 
 /// Entry point of `mqdb serve`.
 pub(crate) fn serve(config_file: Option<&Path>) -> Result<()> {
@@ -45,6 +46,7 @@ pub(crate) fn serve(config_file: Option<&Path>) -> Result<()> {
 pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     prepare_data_dir(&config.storage.path)?;
     log_settings(&config);
+    config.check_tls_files()?;
     let schema = load_schema(&config)?;
     let store = mqdb_storage::Store::open(mqdb_storage::StoreConfig {
         path: config.storage.path.clone(),
@@ -54,6 +56,11 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
     .with_context(|| format!("opening the store in `{}`", config.storage.path.display()))?;
     info!(last_change = store.last_seq(), "store open");
     let db = mqdb_resource::Database::new(store, schema);
+    let roles = crate::security::roles(&config);
+    let users = mqdb_resource::Users::new(db.store().clone());
+    crate::security::bootstrap_admin(&users, &config.storage.path).await?;
+    let security = mqdb_resource::Security::new(users.clone(), roles.clone());
+    let admin_socket = crate::security::serve_admin_socket(&config.storage.path, users, roles)?;
 
     let broker = mqdb_broker::Broker::start(
         db.clone(),
@@ -62,17 +69,12 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
             free_topics: config.mqtt.free_topics,
             require_authentication: config.mqtt.require_authentication,
             sys_interval: config.mqtt.sys_interval,
+            security: Some(security.clone()),
             ..mqdb_broker::BrokerConfig::default()
         },
     )
     .await
     .map_err(|e| anyhow::anyhow!("starting the broker: {e}"))?;
-    if config.mqtt.require_authentication {
-        warn!(
-            "mqtt.require_authentication is true and users are not implemented yet: every MQTT \
-             client will be refused; set mqtt.require_authentication = false to accept clients"
-        );
-    }
     let mqtt_addr = (config.mqtt.host.as_str(), config.mqtt.port);
     let mqtt = tokio::net::TcpListener::bind(mqtt_addr)
         .await
@@ -102,12 +104,47 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
     let http_options = mqdb_http::HttpOptions {
         require_authentication: config.http.require_authentication,
         metrics: Some(std::sync::Arc::new(move || prometheus(&metrics_broker))),
+        security: Some(security),
+        mqtt_ws: Some(mqtt_over_websocket(broker.clone())),
     };
-    if config.http.require_authentication {
-        warn!(
-            "http.require_authentication is true and users are not implemented yet: every REST \
-             request will get 401; set http.require_authentication = false to serve requests"
+    let mut https_task = None;
+    let mut tls_tasks = Vec::new();
+    if let Some(tls) = config.http.tls_enabled() {
+        let handle = TlsAcceptorHandle::new(tls, TlsService::Https)?;
+        let listener = tokio::net::TcpListener::bind((config.http.host.as_str(), tls.port))
+            .await
+            .with_context(|| format!("binding the HTTPS port {}:{}", config.http.host, tls.port))?;
+        info!(address = %listener.local_addr()?, "HTTPS (REST, MQTT over WebSocket) listening");
+        tls_tasks.push(
+            handle
+                .spawn_reloader(wait_for(stopped.clone()))
+                .context("installing the SIGHUP handler")?,
         );
+        let https = crate::tls::HttpsListener::new(listener, handle)?;
+        https_task = Some(tokio::spawn(mqdb_http::serve_with(
+            https,
+            db.clone(),
+            http_options.clone(),
+            wait_for(stopped.clone()),
+        )));
+    }
+    if let Some(tls) = config.mqtt.tls_enabled() {
+        let handle = TlsAcceptorHandle::new(tls, TlsService::Mqtt)?;
+        let listener = tokio::net::TcpListener::bind((config.mqtt.host.as_str(), tls.port))
+            .await
+            .with_context(|| format!("binding the MQTTS port {}:{}", config.mqtt.host, tls.port))?;
+        info!(address = %listener.local_addr()?, "MQTTS listening");
+        tls_tasks.push(
+            handle
+                .spawn_reloader(wait_for(stopped.clone()))
+                .context("installing the SIGHUP handler")?,
+        );
+        tls_tasks.push(tokio::spawn(crate::tls::serve_mqtts(
+            broker.clone(),
+            listener,
+            handle,
+            wait_for(stopped.clone()),
+        )));
     }
     let http_task = tokio::spawn(mqdb_http::serve_with(
         http,
@@ -128,7 +165,17 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
         Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
         Err(e) => warn!(error = %e, "HTTP server task failed"),
     }
+    if let Some(task) = https_task {
+        if let Ok(Err(e)) = task.await {
+            warn!(error = %e, "HTTPS server stopped with an error");
+        }
+    }
+    for task in tls_tasks {
+        let _ = task.await;
+    }
     let _ = mqtt_task.await;
+    admin_socket.abort();
+    let _ = std::fs::remove_file(config.storage.path.join(crate::security::ADMIN_SOCKET));
     broker.shutdown(std::time::Duration::from_secs(5)).await;
     drop(broker);
     // Dropping the last handle closes the writer after its last commit and
@@ -148,6 +195,25 @@ fn prometheus(broker: &mqdb_broker::Broker) -> String {
         ));
     }
     out
+}
+
+/// Serves MQTT over WebSocket on the HTTP (and HTTPS) port with `broker`.
+fn mqtt_over_websocket(broker: mqdb_broker::Broker) -> mqdb_http::MqttWsHandler {
+    std::sync::Arc::new(move |c: mqdb_http::MqttWsConnection| {
+        let info = mqdb_broker::ConnInfo {
+            remote_addr: c.peer.addr,
+            transport: if c.peer.secure {
+                mqdb_broker::Transport::Wss
+            } else {
+                mqdb_broker::Transport::Ws
+            },
+            cert_username: c.peer.cert_username,
+            basic_credentials: c.basic_credentials,
+            content_format: c.content_format,
+            accept_format: c.accept_format,
+        };
+        Box::pin(mqdb_broker::serve_connection(broker.clone(), c.io, info))
+    })
 }
 
 async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {

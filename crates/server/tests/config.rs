@@ -328,3 +328,33 @@ fn example_file_parses() {
     assert_eq!(get(&config, "cluster.node").as_str(), Some("node-a"));
     assert!(get(&config, "roles.writer.topics.publish").is_array());
 }
+
+#[test]
+fn https_section_has_its_own_default_port_and_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = run(mqdb(dir.path())
+        .arg("config")
+        .env("MQDB_HTTP__TLS__CERT", "c.pem")
+        .env("MQDB_HTTP__TLS__KEY", "k.pem"))
+    .toml();
+    assert_eq!(get(&config, "http.tls.port").as_integer(), Some(9927));
+    assert_eq!(get(&config, "http.tls.cert").as_str(), Some("c.pem"));
+    assert_eq!(get(&config, "http.tls.client_certs").as_str(), Some("none"));
+    assert_eq!(get(&config, "http.port").as_integer(), Some(9926));
+
+    let out = config_with(dir.path(), "[http.tls]\ncertificate = \"c.pem\"\n");
+    assert!(
+        out.error().contains("`http.tls.certificate`"),
+        "{}",
+        out.stderr
+    );
+    let out = config_with(
+        dir.path(),
+        "[http.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_certs = \"required\"\n",
+    );
+    assert!(
+        out.error().contains("`http.tls.client_ca` is not set"),
+        "{}",
+        out.stderr
+    );
+}

@@ -1,17 +1,18 @@
 //! Test support for mqdb's black-box tests: a whole server (store, schema,
-//! broker, REST) in-process on ephemeral loopback ports, restartable on the
-//! same data directory, and a raw MQTT client built on `mqdb-codec` that
-//! shows exactly which packets the server sends. Never a dependency of a
-//! non-test crate.
+//! broker, REST and MQTT over WebSocket on the HTTP port) in-process on
+//! ephemeral loopback ports, restartable on the same data directory, and a
+//! raw MQTT client built on `mqdb-codec` that shows exactly which packets
+//! the server sends. Never a dependency of a non-test crate.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqdb_broker::{Broker, BrokerConfig};
+use mqdb_broker::{Broker, BrokerConfig, ConnInfo, Transport};
 use mqdb_codec::{ConnAck, Connect, Limits, Packet, Version, decode, encode};
-use mqdb_resource::{Database, Schema};
+use mqdb_resource::{Database, Roles, Schema, Security, Users};
 use mqdb_storage::{Store, StoreConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -25,7 +26,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub struct TestServer {
     /// MQTT address.
     pub mqtt: SocketAddr,
-    /// HTTP (REST) address.
+    /// HTTP address: REST, and MQTT over WebSocket (subprotocol `mqtt`).
     pub http: SocketAddr,
     /// The broker, for direct inspection.
     pub broker: Broker,
@@ -52,8 +53,34 @@ impl TestServer {
         server
     }
 
+    /// A server requiring authentication over MQTT and REST, with `roles`
+    /// (plus the built-in `superuser`) and no users yet: add them with
+    /// `server.broker.security().users().add(..)`.
+    pub async fn start_secure(schema: &str, roles: Roles) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let config = BrokerConfig {
+            require_authentication: true,
+            ..BrokerConfig::default()
+        };
+        let mut server = Self::open_with(&dir, schema, config, Some(roles)).await;
+        server._temp = Some(temp);
+        server
+    }
+
     /// A server on an existing data directory (for restarts).
     pub async fn open(dir: &Path, schema: &str, config: BrokerConfig) -> TestServer {
+        Self::open_with(dir, schema, config, None).await
+    }
+
+    /// [`TestServer::open`] with roles: users and roles are checked on MQTT
+    /// and REST alike, REST requiring credentials when MQTT does.
+    pub async fn open_with(
+        dir: &Path,
+        schema: &str,
+        mut config: BrokerConfig,
+        roles: Option<Roles>,
+    ) -> TestServer {
         let store = Store::open(StoreConfig {
             path: dir.join("data"),
             sync: true,
@@ -62,6 +89,10 @@ impl TestServer {
         .expect("open store");
         let schema = Schema::parse(schema, Path::new("schema.graphql")).expect("schema");
         let db = Database::new(store, schema);
+        if let Some(roles) = roles {
+            config.security = Some(Security::new(Users::new(db.store().clone()), roles));
+        }
+        let require_authentication = config.require_authentication;
         let broker = Broker::start(db.clone(), config)
             .await
             .expect("start broker");
@@ -88,8 +119,14 @@ impl TestServer {
             tokio::spawn({
                 let db = db.clone();
                 let w = wait(stopped);
+                let options = mqdb_http::HttpOptions {
+                    mqtt_ws: Some(mqtt_over_websocket(broker.clone())),
+                    security: Some(broker.security().clone()),
+                    require_authentication,
+                    ..mqdb_http::HttpOptions::default()
+                };
                 async move {
-                    let _ = mqdb_http::serve(http_listener, db, w).await;
+                    let _ = mqdb_http::serve_with(http_listener, db, options, w).await;
                 }
             }),
         ];
@@ -128,6 +165,26 @@ impl TestServer {
     }
 }
 
+/// Serves MQTT over WebSocket on the HTTP port with `broker` (as the
+/// server does).
+fn mqtt_over_websocket(broker: Broker) -> mqdb_http::MqttWsHandler {
+    Arc::new(move |c: mqdb_http::MqttWsConnection| {
+        let info = ConnInfo {
+            remote_addr: c.peer.addr,
+            transport: if c.peer.secure {
+                Transport::Wss
+            } else {
+                Transport::Ws
+            },
+            cert_username: c.peer.cert_username,
+            basic_credentials: c.basic_credentials,
+            content_format: c.content_format,
+            accept_format: c.accept_format,
+        };
+        Box::pin(mqdb_broker::serve_connection(broker.clone(), c.io, info))
+    })
+}
+
 /// A raw MQTT client: sends and receives packets exactly.
 #[derive(Debug)]
 pub struct RawClient {
@@ -146,6 +203,28 @@ impl RawClient {
             buf: BytesMut::new(),
             version,
         }
+    }
+
+    /// A client over an already connected socket (e.g. bound to a chosen
+    /// local address).
+    pub fn from_stream(stream: TcpStream, version: Version) -> RawClient {
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
+    /// Reads exactly `n` raw bytes (within [`WAIT`]).
+    pub async fn read_raw(&mut self, n: usize) -> Vec<u8> {
+        let mut out = self.buf.split_to(self.buf.len().min(n)).to_vec();
+        let start = out.len();
+        out.resize(n, 0);
+        tokio::time::timeout(WAIT, self.stream.read_exact(&mut out[start..]))
+            .await
+            .expect("bytes within the wait")
+            .expect("read");
+        out
     }
 
     /// Connects and returns the CONNACK.

@@ -20,10 +20,26 @@ impl Conn {
             .and_then(|u| Format::from_accept(&u.value))
             .unwrap_or(self.accept);
         let mut retained = Vec::new();
+        let mut reason: Option<String> = None;
         for (filter, options) in &s.filters {
             if filter.is_shared() {
                 codes.push(if self.v5() {
                     ReasonCode::SharedSubscriptionsNotSupported
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
+                continue;
+            }
+            // Permission on the filter (a shared one: on its inner filter).
+            let inner = crate::share::parse_filter(filter.as_str())
+                .map_or(filter.as_str(), |sub| sub.filter());
+            if let Err(denied) = self.authorize_subscribe(inner) {
+                tracing::debug!(client = %self.client_id, filter = filter.as_str(), %denied, "subscription refused");
+                if self.v5() && self.problem_information && reason.is_none() {
+                    reason = Some(denied.0);
+                }
+                codes.push(if self.v5() {
+                    ReasonCode::NotAuthorized
                 } else {
                     ReasonCode::UnspecifiedError
                 });
@@ -52,9 +68,13 @@ impl Conn {
             }
         }
         self.broker.persist(&self.client_id, client).await;
+        let properties = mqdb_codec::AckProperties {
+            reason_string: reason.map(Into::into),
+            ..Default::default()
+        };
         let ack = SubAck {
             packet_id: s.packet_id,
-            properties: Default::default(),
+            properties,
             reason_codes: codes,
         };
         self.send(&Packet::SubAck(ack));

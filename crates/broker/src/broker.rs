@@ -29,6 +29,7 @@ use crate::trie::TopicTrie;
 
 mod delivery;
 mod sessions;
+mod shared;
 mod sys;
 
 /// Broker settings (the `[mqtt]` section, resolved).
@@ -145,15 +146,28 @@ struct QuerySub {
 struct State {
     clients: HashMap<Arc<str>, Client>,
     trie: TopicTrie<(Arc<str>, TopicFilter), Sub>,
+    shares: shared::Shares,
     queries: Vec<QuerySub>,
 }
 
 impl State {
+    /// Removes one subscription from the trie it lives in; true if it was there.
+    fn remove_subscription(&mut self, client_id: &Arc<str>, filter: &TopicFilter) -> bool {
+        match crate::share::parse_filter(filter.as_str()) {
+            Ok(share @ crate::share::Subscription::Shared { .. }) => {
+                self.shares.remove(filter, share.filter(), client_id)
+            }
+            _ => self
+                .trie
+                .remove(filter, &(client_id.clone(), filter.clone()))
+                .is_some(),
+        }
+    }
+
     /// Removes every subscription of a client whose session ends.
     fn unsubscribe_all(&mut self, client_id: &Arc<str>, subs: Vec<(TopicFilter, Sub)>) {
         for (filter, _) in subs {
-            self.trie
-                .remove(&filter, &(client_id.clone(), filter.clone()));
+            self.remove_subscription(client_id, &filter);
         }
         self.queries.retain(|q| q.client != *client_id);
     }
@@ -202,6 +216,8 @@ pub(crate) struct Fit {
     pub(crate) retain: bool,
     pub(crate) ids: Vec<SubscriptionId>,
     pub(crate) format: Format,
+    /// The shared subscription it goes through, if any.
+    pub(crate) shared: Option<TopicFilter>,
 }
 
 /// A delivery that found its subscriber's queue full.
@@ -448,6 +464,9 @@ impl Broker {
             c.disconnected_at = now_ms();
             c.session.drop_queued_qos0();
             c.outbox.clear();
+            drop(c);
+            self.hand_over_shared(&mut state, client_id, client);
+            let mut c = client.lock().expect("client lock");
             if c.expiry == 0 {
                 let subs = std::mem::take(&mut c.subscriptions);
                 drop(c);
@@ -516,10 +535,17 @@ impl Broker {
                 });
                 existed
             }
-            None => state
-                .trie
-                .insert(filter, (client_id.clone(), filter.clone()), sub.clone())
-                .is_some(),
+            None => match crate::share::parse_filter(filter.as_str()) {
+                Ok(share @ crate::share::Subscription::Shared { .. }) => {
+                    state
+                        .shares
+                        .insert(filter, share.filter(), client_id, sub.clone())
+                }
+                _ => state
+                    .trie
+                    .insert(filter, (client_id.clone(), filter.clone()), sub.clone())
+                    .is_some(),
+            },
         };
         let mut c = client.lock().expect("client lock");
         c.subscriptions.retain(|(f, _)| f != filter);
@@ -539,11 +565,7 @@ impl Broker {
         state
             .queries
             .retain(|q| !(q.client == *client_id && q.filter == *filter));
-        let removed = state
-            .trie
-            .remove(filter, &(client_id.clone(), filter.clone()))
-            .is_some()
-            || state.queries.len() != before;
+        let removed = state.remove_subscription(client_id, filter) || state.queries.len() != before;
         client
             .lock()
             .expect("client lock")

@@ -167,6 +167,7 @@ fn message_from(v: &Value) -> Option<Outgoing> {
         qos: QoS::from_u8(v.get("q")?.as_u64()? as u8)?,
         retain: v.get("r")?.as_bool()?,
         properties,
+        shared: None,
     })
 }
 
@@ -310,6 +311,7 @@ mod tests {
                 user_properties: vec![UserProperty::new("k", "v")],
                 ..Default::default()
             },
+            shared: None,
         };
         session.deliver(msg(1));
         session.deliver(msg(2));

@@ -20,7 +20,7 @@ use std::collections::{HashSet, VecDeque};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use mqdb_codec::{
-    PacketId, PubComp, PubRel, Publish, PublishProperties, QoS, ReasonCode, TopicName,
+    PacketId, PubComp, PubRel, Publish, PublishProperties, QoS, ReasonCode, TopicFilter, TopicName,
 };
 
 /// A message on its way to this session, already fitted to the subscription
@@ -37,6 +37,10 @@ pub struct Outgoing {
     pub retain: bool,
     /// Properties of this delivery (5.0).
     pub properties: PublishProperties,
+    /// The shared subscription (`$share/...` filter) it was delivered
+    /// through, if any: another member of the group may take it over.
+    /// Not persisted: after a restart it stays with its session.
+    pub shared: Option<TopicFilter>,
 }
 
 impl Outgoing {
@@ -247,6 +251,29 @@ impl Session {
         out
     }
 
+    /// Removes and returns what a shared-subscription group may give to
+    /// another member: queued messages (never sent) and QoS 1 messages in
+    /// flight. A QoS 2 message already sent stays (MQTT-4.8.2-4).
+    pub fn take_shared(&mut self) -> Vec<Outgoing> {
+        let ids: Vec<u16> = self
+            .in_flight
+            .iter()
+            .filter(|(_, s)| matches!(s, InFlight::AwaitingPubAck(m) if m.shared.is_some()))
+            .map(|(&id, _)| id)
+            .collect();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(InFlight::AwaitingPubAck(m)) = self.in_flight.shift_remove(&id) {
+                out.push(m);
+            }
+        }
+        let (shared, kept): (Vec<Outgoing>, Vec<Outgoing>) =
+            self.queue.drain(..).partition(|m| m.shared.is_some());
+        self.queue = kept.into();
+        out.extend(shared);
+        out
+    }
+
     /// Drops QoS 0 messages still queued: a disconnected session keeps only
     /// QoS 1/2 messages (section 3.1.2.4 lists what session state holds).
     pub fn drop_queued_qos0(&mut self) {
@@ -349,7 +376,27 @@ mod tests {
             qos,
             retain: false,
             properties: PublishProperties::default(),
+            shared: None,
         }
+    }
+
+    #[test]
+    fn shared_messages_queued_or_in_flight_at_qos_1_can_be_taken_over() {
+        let mut s = Session::new(10);
+        s.set_receive_maximum(2);
+        let group = TopicFilter::new("$share/g/t").unwrap();
+        let shared = |qos, n| Outgoing {
+            shared: Some(group.clone()),
+            ..msg(qos, n)
+        };
+        assert!(s.deliver(shared(QoS::AtLeastOnce, 1)).is_some());
+        assert!(s.deliver(shared(QoS::ExactlyOnce, 2)).is_some());
+        assert!(s.deliver(shared(QoS::AtLeastOnce, 3)).is_none()); // queued
+        assert!(s.deliver(msg(QoS::AtLeastOnce, 4)).is_none()); // queued, not shared
+        let taken: Vec<u8> = s.take_shared().iter().map(|m| m.payload[0]).collect();
+        assert_eq!(taken, [1, 3]);
+        // The QoS 2 one stays in flight, the plain one stays queued.
+        assert_eq!((s.in_flight(), s.queued()), (1, 1));
     }
 
     fn pid(n: u16) -> PacketId {

@@ -24,7 +24,7 @@ impl Broker {
     /// client, at the highest QoS of its matching subscriptions, with all
     /// their identifiers (MQTT-3.3.4-2, -3).
     pub(crate) fn route(&self, msg: &Arc<Message>) -> Routed {
-        let state = self.inner.state.lock().expect("state lock");
+        let mut state = self.inner.state.lock().expect("state lock");
         let mut routed = Routed::default();
         let mut targets: HashMap<&Arc<str>, (QoS, bool, Vec<SubscriptionId>, Format)> =
             HashMap::new();
@@ -48,6 +48,7 @@ impl Broker {
                     retain,
                     ids,
                     format,
+                    shared: None,
                 };
                 match self.deliver(client, msg, &fit, false) {
                     Offer::Done => {}
@@ -64,6 +65,7 @@ impl Broker {
                 }
             }
         }
+        self.route_shared(&mut state, msg, &mut routed);
         routed
     }
 
@@ -148,6 +150,7 @@ impl Broker {
             qos,
             retain: fit.retain,
             properties: msg.delivery_properties(content_type, &fit.ids, now),
+            shared: fit.shared.clone(),
         };
         let mut c = client.lock().expect("client lock");
         if c.conn.is_none() {
@@ -268,6 +271,7 @@ impl Broker {
                     retain: false,
                     ids: q.sub.id.into_iter().collect(),
                     format: q.sub.format,
+                    shared: None,
                 };
                 self.deliver(client, &out, &fit, true);
             }

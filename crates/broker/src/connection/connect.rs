@@ -132,7 +132,7 @@ impl Conn {
             ack_props.retain_available = Some(true);
             ack_props.wildcard_subscription_available = Some(true);
             ack_props.subscription_identifiers_available = Some(true);
-            ack_props.shared_subscription_available = Some(false);
+            ack_props.shared_subscription_available = Some(true);
         }
         let ack = ConnAck {
             session_present: present,

@@ -22,14 +22,6 @@ impl Conn {
         let mut retained = Vec::new();
         let mut reason: Option<String> = None;
         for (filter, options) in &s.filters {
-            if filter.is_shared() {
-                codes.push(if self.v5() {
-                    ReasonCode::SharedSubscriptionsNotSupported
-                } else {
-                    ReasonCode::UnspecifiedError
-                });
-                continue;
-            }
             // Permission on the filter (a shared one: on its inner filter).
             let inner = crate::share::parse_filter(filter.as_str())
                 .map_or(filter.as_str(), |sub| sub.filter());
@@ -40,6 +32,17 @@ impl Conn {
                 }
                 codes.push(if self.v5() {
                     ReasonCode::NotAuthorized
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
+                continue;
+            }
+            if filter.is_shared() && inner.contains('?') {
+                if self.v5() && self.problem_information && reason.is_none() {
+                    reason = Some("a query subscription cannot be shared".into());
+                }
+                codes.push(if self.v5() {
+                    ReasonCode::TopicFilterInvalid
                 } else {
                     ReasonCode::UnspecifiedError
                 });
@@ -58,11 +61,14 @@ impl Conn {
                 QoS::AtLeastOnce => ReasonCode::GrantedQos1,
                 QoS::ExactlyOnce => ReasonCode::GrantedQos2,
             });
-            let send_retained = match options.retain_handling {
-                RetainHandling::SendAtSubscribe => true,
-                RetainHandling::SendIfNew => !existed,
-                RetainHandling::DoNotSend => false,
-            };
+            // No retained messages for a shared subscription (MQTT 5.0
+            // section 4.8.2).
+            let send_retained = !filter.is_shared()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
             if send_retained {
                 retained.push((self.broker.retained_for(filter), sub));
             }
@@ -117,6 +123,7 @@ impl Conn {
                     retain: true,
                     ids: sub.id.into_iter().collect(),
                     format: sub.format,
+                    shared: None,
                 };
                 self.broker.deliver(client, &msg, &fit, true);
                 moved += 1;

@@ -58,6 +58,9 @@ pub struct BrokerConfig {
     /// Refuse clients without credentials (`mqtt.require_authentication`).
     /// When off, they get [`Security::anonymous`].
     pub require_authentication: bool,
+    /// When set, every CONNECT is refused with 0x9D Server moved and this
+    /// Server Reference (MQTT 5.0 section 4.11), e.g. to retire a node.
+    pub server_reference: Option<String>,
     /// Users and roles. `None`: the users stored in the broker's database,
     /// with only the built-in `superuser` role.
     pub security: Option<Security>,
@@ -76,6 +79,7 @@ impl Default for BrokerConfig {
             max_outbox: 100_000,
             sys_interval: 10,
             require_authentication: false,
+            server_reference: None,
             security: None,
         }
     }
@@ -111,6 +115,9 @@ pub(crate) struct ClientState {
     pub(crate) conn: Option<u64>,
     /// Packets for the connection to write (window-permitted publishes).
     pub(crate) outbox: Vec<Publish>,
+    /// The outbox overflowed (the client reads slower than it is sent
+    /// to): its connection is closed with 0x97 Quota exceeded.
+    pub(crate) over_quota: bool,
     /// Wakes the owning connection (new outbox packets, or take-over).
     pub(crate) wake: Arc<Notify>,
     /// Notified when the session's queue has room again (publishers held
@@ -259,6 +266,8 @@ pub(crate) enum PublishError {
     Reserved,
     #[error("{0}")]
     NotAuthorized(String),
+    #[error("the payload format indicator says UTF-8 but the payload is not valid UTF-8")]
+    PayloadFormat,
     #[error("{0}")]
     Resource(#[from] ResourceError),
 }
@@ -406,6 +415,7 @@ impl Broker {
                         c.wake.notify_one();
                     }
                     c.conn = Some(conn);
+                    c.over_quota = false;
                     c.wake = Arc::new(Notify::new());
                     c.expiry = expiry;
                 }
@@ -427,6 +437,7 @@ impl Broker {
                     session: Session::new(self.inner.config.max_queue),
                     conn: Some(conn),
                     outbox: Vec::new(),
+                    over_quota: false,
                     wake: Arc::new(Notify::new()),
                     space: Arc::new(Notify::new()),
                     expiry,

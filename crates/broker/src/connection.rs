@@ -28,6 +28,7 @@ use crate::conn_info::ConnInfo;
 use crate::events::{EventKind, ServerEvent};
 use mqdb_resource::Principal;
 
+mod aliases;
 mod auth;
 mod connect;
 mod subscriptions;
@@ -153,6 +154,8 @@ struct Conn {
     /// The client's Maximum Packet Size (5.0): larger packets are not sent.
     client_max_packet: Option<u32>,
     topic_aliases: std::collections::HashMap<u16, mqdb_codec::TopicName>,
+    /// Aliases the broker assigns to topics it sends (5.0).
+    aliases_out: aliases::OutboundAliases,
     acks: FuturesOrdered<Ack>,
     /// Incoming QoS 1/2 publishes not yet acknowledged.
     unacked_in: usize,
@@ -181,6 +184,7 @@ impl Conn {
             keep_alive: Duration::ZERO,
             client_max_packet: None,
             topic_aliases: Default::default(),
+            aliases_out: aliases::OutboundAliases::default(),
             acks: FuturesOrdered::new(),
             unacked_in: 0,
             retained: Vec::new(),
@@ -191,6 +195,13 @@ impl Conn {
 
     fn v5(&self) -> bool {
         self.version == Version::V5
+    }
+
+    fn reply_style(&self) -> ReplyStyle {
+        ReplyStyle {
+            v5: self.v5(),
+            problem_information: self.problem_information,
+        }
     }
 
     /// Reports a server event about this connection.
@@ -209,9 +220,18 @@ impl Conn {
     /// Queues a packet for the next write, unless it exceeds the client's
     /// Maximum Packet Size (MQTT-3.1.2-25: such a packet is discarded).
     fn send(&mut self, packet: &Packet) {
+        let aliased = match packet {
+            Packet::Publish(p) => self.aliases_out.apply(p).map(Packet::Publish),
+            _ => None,
+        };
+        let packet = aliased.as_ref().unwrap_or(packet);
         if let Some(max) = self.client_max_packet {
             if encoded_len(packet, self.version).is_ok_and(|len| len > max as usize) {
                 tracing::debug!(client = %self.client_id, "dropping a packet larger than the client accepts");
+                if let (Packet::Publish(p), Some(_)) = (packet, &aliased) {
+                    // The client never learns this mapping: forget it.
+                    self.aliases_out.forget(p.properties.topic_alias);
+                }
                 return;
             }
         }
@@ -434,6 +454,12 @@ impl Conn {
             if c.conn != Some(self.id) {
                 return Err(Close::TakenOver);
             }
+            if c.over_quota {
+                return Err(Close::Server(
+                    ReasonCode::QuotaExceeded,
+                    "quota exceeded: too many messages waiting for this client to read",
+                ));
+            }
             std::mem::take(&mut c.outbox)
         };
         self.send_publishes(packets);
@@ -587,8 +613,13 @@ impl Conn {
                 return Ok(());
             }
         }
-        if let Err(e) = self.authorize_publish(&p) {
-            let packet = ack_for(Err(e), p.qos, pid, self.v5(), client);
+        let checked = if connect::utf8_ok(&p) {
+            self.authorize_publish(&p)
+        } else {
+            Err(PublishError::PayloadFormat)
+        };
+        if let Err(e) = checked {
+            let packet = ack_for(Err(e), p.qos, pid, self.reply_style(), client);
             self.acks
                 .push_back(Box::pin(async move { (p.qos == QoS::AtLeastOnce, packet) }));
             return Ok(());
@@ -596,7 +627,7 @@ impl Conn {
         let broker = self.broker.clone();
         let origin = self.client_id.clone();
         let declared = self.declared;
-        let v5 = self.v5();
+        let v5 = self.reply_style();
         let client = client.clone();
         let qos = p.qos;
         // Submitted now, in the order received: a retained publish's write
@@ -627,6 +658,14 @@ impl Conn {
     }
 }
 
+/// How acknowledgements are written for this client.
+#[derive(Debug, Clone, Copy)]
+struct ReplyStyle {
+    v5: bool,
+    /// 5.0 Request Problem Information: reason strings wanted.
+    problem_information: bool,
+}
+
 /// Why a connection ended, in words (the `disconnected` event's reason).
 fn close_reason(result: &Result<(), Close>) -> String {
     match result {
@@ -646,9 +685,10 @@ fn ack_for(
     result: Result<(), PublishError>,
     qos: QoS,
     pid: Option<PacketId>,
-    v5: bool,
+    style: ReplyStyle,
     client: &Client,
 ) -> Option<Packet> {
+    let v5 = style.v5;
     let reason = match &result {
         Ok(()) => ReasonCode::Success,
         Err(PublishError::FreeTopicsDisabled | PublishError::Reserved) => {
@@ -659,20 +699,22 @@ fn ack_for(
         }
         Err(PublishError::Resource(e)) if e.is_client_error() => ReasonCode::PayloadFormatInvalid,
         Err(PublishError::NotAuthorized(_)) => ReasonCode::NotAuthorized,
+        Err(PublishError::PayloadFormat) => ReasonCode::PayloadFormatInvalid,
         Err(PublishError::Resource(_)) => ReasonCode::ImplementationSpecificError,
     };
     if let Err(e) = &result {
         tracing::debug!(error = %e, "publish refused");
     }
     // 3.1.1 cannot hear a refusal; a 5.0 QoS 0 publish has no ack to carry
-    // one, so an unauthorised one ends the connection with 0x87 rather
-    // than vanishing.
-    if reason.is_error() && (!v5 || (qos == QoS::AtMostOnce && reason == ReasonCode::NotAuthorized))
-    {
+    // one, so a refused one ends the connection with its reason code
+    // rather than vanishing (errors are visible, never silent).
+    if reason.is_error() && (!v5 || qos == QoS::AtMostOnce) {
         return Some(Packet::Disconnect(Disconnect::new(reason)));
     }
+    // Omitted when the client set Request Problem Information to 0.
     let reason_string = result
         .err()
+        .filter(|_| style.problem_information)
         .map(|e| mqdb_codec::ByteString::from(e.to_string()));
     let pid = pid?;
     match qos {

@@ -81,6 +81,12 @@ fn message_value(m: &Outgoing) -> Value {
     map.insert("p".into(), Value::Bytes(m.payload.clone()));
     map.insert("q".into(), Value::Int(m.qos as i64));
     map.insert("r".into(), Value::Bool(m.retain));
+    if let Some(at) = m.expires_at {
+        map.insert(
+            "x".into(),
+            Value::Int(i64::try_from(at).unwrap_or(i64::MAX)),
+        );
+    }
     if let Some(ct) = &p.content_type {
         map.insert("ct".into(), s(ct));
     }
@@ -168,6 +174,7 @@ fn message_from(v: &Value) -> Option<Outgoing> {
         retain: v.get("r")?.as_bool()?,
         properties,
         shared: None,
+        expires_at: v.get("x").and_then(Value::as_u64),
     })
 }
 
@@ -312,6 +319,7 @@ mod tests {
                 ..Default::default()
             },
             shared: None,
+            expires_at: Some(1_700_000_000_000),
         };
         session.deliver(msg(1));
         session.deliver(msg(2));

@@ -41,19 +41,36 @@ pub struct Outgoing {
     /// through, if any: another member of the group may take it over.
     /// Not persisted: after a restart it stays with its session.
     pub shared: Option<TopicFilter>,
+    /// When it expires (Unix ms), from its Message Expiry Interval: a
+    /// queued message past it is never sent (MQTT-3.3.2-5), and the
+    /// interval sent is what remains (MQTT-3.3.2-6).
+    pub expires_at: Option<u64>,
 }
 
 impl Outgoing {
     fn publish(&self, packet_id: Option<PacketId>, dup: bool) -> Publish {
+        let mut properties = self.properties.clone();
+        if let Some(at) = self.expires_at {
+            // The one clock read of this module: the remaining lifetime.
+            let left = at.saturating_sub(crate::message::now_ms()).div_ceil(1000);
+            properties.message_expiry_interval =
+                Some(u32::try_from(left).unwrap_or(u32::MAX).max(1));
+        }
         Publish {
             dup,
             qos: self.qos,
             retain: self.retain,
             topic: self.topic.clone(),
             packet_id,
-            properties: self.properties.clone(),
+            properties,
             payload: self.payload.clone(),
         }
+    }
+
+    /// Whether it expired before being sent.
+    fn expired(&self) -> bool {
+        self.expires_at
+            .is_some_and(|at| at <= crate::message::now_ms())
     }
 }
 
@@ -342,7 +359,9 @@ impl Session {
     fn drain(&mut self) -> Vec<Publish> {
         let mut out = Vec::new();
         while let Some(head) = self.queue.front() {
-            if head.qos == QoS::AtMostOnce {
+            if head.expired() {
+                self.queue.pop_front();
+            } else if head.qos == QoS::AtMostOnce {
                 let msg = self.queue.pop_front().expect("head exists");
                 out.push(msg.publish(None, false));
             } else if self.has_window() {
@@ -377,6 +396,7 @@ mod tests {
             retain: false,
             properties: PublishProperties::default(),
             shared: None,
+            expires_at: None,
         }
     }
 
@@ -397,6 +417,25 @@ mod tests {
         assert_eq!(taken, [1, 3]);
         // The QoS 2 one stays in flight, the plain one stays queued.
         assert_eq!((s.in_flight(), s.queued()), (1, 1));
+    }
+
+    #[test]
+    fn a_queued_message_that_expires_is_never_sent() {
+        let mut s = Session::new(10);
+        s.set_receive_maximum(1);
+        let now = crate::message::now_ms();
+        assert!(s.deliver(msg(QoS::AtLeastOnce, 1)).is_some());
+        let soon = |n, at| Outgoing {
+            expires_at: Some(at),
+            ..msg(QoS::AtLeastOnce, n)
+        };
+        assert!(s.deliver(soon(2, now - 1)).is_none()); // queued, expired
+        assert!(s.deliver(soon(3, now + 60_000)).is_none()); // queued
+        let next = s.on_puback(pid(1));
+        assert_eq!(next.len(), 1);
+        assert_eq!(&next[0].payload[..], &[3]);
+        let left = next[0].properties.message_expiry_interval.unwrap();
+        assert!((59..=60).contains(&left), "{left}");
     }
 
     fn pid(n: u16) -> PacketId {

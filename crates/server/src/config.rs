@@ -123,6 +123,16 @@ pub(crate) struct MqttConfig {
     pub(crate) max_packet_size: u32,
     /// Seconds between `$SYS/broker/...` statistics refreshes.
     pub(crate) sys_interval: u64,
+    /// Topic aliases per connection, both ways (5.0): the maximum announced
+    /// to clients and the most the broker assigns itself. 0: none.
+    pub(crate) topic_alias_max: u16,
+    /// Largest keep-alive granted in seconds (0: the client's); a longer or
+    /// zero request gets this as the Server Keep Alive (5.0).
+    pub(crate) max_keepalive: u16,
+    /// When set, CONNECTs are refused with 0x9D Server moved and this
+    /// Server Reference ("host:port"), e.g. to retire a node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) server_reference: Option<String>,
     /// MQTTS. Enabled when `cert` and `key` are set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) tls: Option<TlsConfig>,
@@ -137,6 +147,9 @@ impl Default for MqttConfig {
             free_topics: true,
             max_packet_size: 1_048_576,
             sys_interval: 10,
+            topic_alias_max: 64,
+            max_keepalive: 0,
+            server_reference: None,
             tls: None,
         }
     }

@@ -69,6 +69,9 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
             free_topics: config.mqtt.free_topics,
             require_authentication: config.mqtt.require_authentication,
             sys_interval: config.mqtt.sys_interval,
+            topic_alias_maximum: config.mqtt.topic_alias_max,
+            max_keepalive: config.mqtt.max_keepalive,
+            server_reference: config.mqtt.server_reference.clone(),
             security: Some(security.clone()),
             ..mqdb_broker::BrokerConfig::default()
         },

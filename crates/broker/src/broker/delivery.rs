@@ -151,6 +151,7 @@ impl Broker {
             retain: fit.retain,
             properties: msg.delivery_properties(content_type, &fit.ids, now),
             shared: fit.shared.clone(),
+            expires_at: msg.expires_at,
         };
         let mut c = client.lock().expect("client lock");
         if c.conn.is_none() {
@@ -169,6 +170,8 @@ impl Broker {
         if let Some(p) = c.session.deliver(outgoing) {
             if p.qos == QoS::AtMostOnce && c.outbox.len() >= self.inner.config.max_outbox {
                 c.session.dropped += 1;
+                c.over_quota = true;
+                c.wake.notify_one();
             } else {
                 c.outbox.push(p);
                 c.wake.notify_one();

@@ -70,6 +70,7 @@ impl Broker {
             }
             let client_id: Arc<str> = entry.id.as_str().into();
             let client = Arc::new(Mutex::new(ClientState {
+                over_quota: false,
                 session: stored.session,
                 conn: None,
                 outbox: Vec::new(),

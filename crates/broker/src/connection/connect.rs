@@ -42,6 +42,19 @@ impl Conn {
             }
         }
         self.client_max_packet = props.maximum_packet_size.map(|m| m.get());
+        // Request Response Information (5.0): a topic prefix of this
+        // client's own for the responses it asks for.
+        if self.v5() && props.request_response_information == Some(true) {
+            ack_props.response_information = Some(format!("reply/{}/", self.client_id).into());
+        }
+        // Outbound aliases: up to the client's maximum and ours (5.0).
+        if self.v5() {
+            let max = props
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(self.broker.config().topic_alias_maximum);
+            self.aliases_out = super::aliases::OutboundAliases::new(max);
+        }
         // 3.1.1: clean session 0 keeps the session forever; 5.0: the interval.
         self.session_expiry = if self.v5() {
             props.session_expiry_interval.unwrap_or(0)
@@ -79,11 +92,24 @@ impl Conn {
             },
             payload: w.payload,
         });
+        let mut server_reference: Option<String> = None;
         // 3.1.1 MQTT-3.1.3-8: an empty client id needs a clean session.
         let refusal = if !self.v5() && assigned && !c.clean_start {
             Some((
                 ReasonCode::ClientIdentifierNotValid,
                 "an empty client id needs a clean session".to_owned(),
+            ))
+        } else if let Some(moved) = &self.broker.config().server_reference {
+            // This server sends its clients elsewhere (MQTT 5.0 4.11).
+            server_reference = Some(moved.clone());
+            Some((
+                ReasonCode::ServerMoved,
+                format!("this server has moved to {moved}"),
+            ))
+        } else if self.will.as_ref().is_some_and(|w| !utf8_ok(w)) {
+            Some((
+                ReasonCode::PayloadFormatInvalid,
+                "will: the payload format indicator says UTF-8 but the payload is not".to_owned(),
             ))
         } else {
             match self.authenticate(credentials.0, credentials.1).await {
@@ -100,6 +126,10 @@ impl Conn {
             }
         };
         if let Some((reason_code, why)) = refusal {
+            let mut properties = ConnAckProperties::default();
+            if self.v5() {
+                properties.server_reference = server_reference.map(Into::into);
+            }
             if matches!(
                 reason_code,
                 ReasonCode::BadUserNameOrPassword | ReasonCode::NotAuthorized
@@ -107,7 +137,6 @@ impl Conn {
                 self.event(EventKind::AuthFailed, Some(why.clone()));
             }
             tracing::debug!(client = %self.client_id, peer = %self.info.peer(), reason = %why, "CONNECT refused");
-            let mut properties = ConnAckProperties::default();
             if self.v5() && self.problem_information {
                 properties.reason_string = Some(why.into());
             }
@@ -180,4 +209,11 @@ pub(super) async fn refuse_malformed_connect<W: AsyncWrite + Unpin>(
         let _ = writer.write_all(&buf).await;
         let _ = writer.flush().await;
     }
+}
+
+/// Whether a will or message's payload honours its payload format
+/// indicator: UTF-8 when the indicator says so (MQTT-3.3.2-4).
+pub(super) fn utf8_ok(p: &Publish) -> bool {
+    p.properties.payload_format_indicator != Some(mqdb_codec::PayloadFormat::Utf8)
+        || std::str::from_utf8(&p.payload).is_ok()
 }

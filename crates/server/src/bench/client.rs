@@ -1,9 +1,13 @@
-//! One benchmark connection: TCP to any MQTT broker, CONNECT / CONNACK and
-//! SUBSCRIBE / SUBACK with timeouts, then packets in and out through two
-//! buffers so that reads and writes are batched (many packets per syscall).
+//! One benchmark connection to any MQTT broker, over any transport of
+//! [`transport`](super::transport) (TCP, TLS, WebSocket, WebSocket over
+//! TLS): CONNECT / CONNACK and SUBSCRIBE / SUBACK with timeouts, then
+//! packets in and out through two buffers so that reads and writes are
+//! batched (many packets per syscall, or per WebSocket message).
 //!
-//! It knows nothing of workloads: publishers and subscribers drive it.
+//! It knows nothing of workloads: publishers, subscribers and the
+//! connection workload drive it.
 
+use std::fmt;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -13,10 +17,12 @@ use mqdb_codec::{
     SubscriptionOptions, TopicFilter, Version, decode, encode,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
-/// How long connecting, the CONNACK and the SUBACK may take.
+use super::transport::{BoxedIo, Transport};
+
+/// How long connecting (every handshake of the transport, then CONNECT /
+/// CONNACK) may take, and how long a SUBACK may take.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The keep-alive announced in CONNECT; idle connections ping at half of it.
@@ -24,6 +30,9 @@ pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 /// Read granularity: one read may bring in this much at once.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Read granularity of a lean connection (mostly idle: CONNACK, PINGRESP).
+const LEAN_READ_CHUNK: usize = 1024;
 
 /// Where to connect and as whom.
 #[derive(Debug, Clone)]
@@ -35,15 +44,18 @@ pub(crate) struct Target {
     pub(crate) password: Option<String>,
     /// Prefix of every client id, unique per run.
     pub(crate) client_prefix: String,
+    pub(crate) transport: Transport,
+    /// Small buffers: for many mostly idle connections.
+    pub(crate) lean: bool,
 }
 
 /// An open MQTT connection after a successful CONNACK.
-#[derive(Debug)]
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: BoxedIo,
     version: Version,
     limits: Limits,
     rbuf: BytesMut,
+    read_chunk: usize,
     /// Packets queued by [`Conn::queue`] or written directly, sent by
     /// [`Conn::flush`].
     pub(crate) wbuf: BytesMut,
@@ -51,26 +63,57 @@ pub(crate) struct Conn {
     pub(crate) receive_maximum: u16,
     /// When the last write went out (for keep-alive pings).
     pub(crate) last_write: Instant,
+    /// How long the transport took to open (TCP connect and, if any, the
+    /// TLS and WebSocket handshakes).
+    pub(crate) opened_in: Duration,
+    /// From writing CONNECT to reading the CONNACK.
+    pub(crate) connack_in: Duration,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("version", &self.version)
+            .field("unread", &self.rbuf.len())
+            .field("unsent", &self.wbuf.len())
+            .field("receive_maximum", &self.receive_maximum)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Conn {
-    /// Connects as `<prefix>-<role>` with a clean session.
+    /// Connects as `<prefix>-<role>` with a clean session: opens the
+    /// transport, sends CONNECT (with the target's credentials, whatever
+    /// the transport) and waits for a successful CONNACK, all within
+    /// [`HANDSHAKE_TIMEOUT`].
     pub(crate) async fn connect(target: &Target, role: &str) -> Result<Conn> {
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        let addr = (target.host.as_str(), target.port);
-        let stream = timeout_at(deadline, TcpStream::connect(addr))
-            .await
-            .map_err(|_| anyhow!("connect timed out after {HANDSHAKE_TIMEOUT:?}"))?
-            .with_context(|| format!("connecting to {}:{}", target.host, target.port))?;
-        stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+        let start = Instant::now();
+        let deadline = start + HANDSHAKE_TIMEOUT;
+        let stream = target
+            .transport
+            .open(&target.host, target.port, target.lean, deadline)
+            .await?;
+        let opened = Instant::now();
+        let read_chunk = if target.lean {
+            LEAN_READ_CHUNK
+        } else {
+            READ_CHUNK
+        };
         let mut conn = Conn {
             stream,
             version: target.version,
             limits: Limits::default(),
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: BytesMut::with_capacity(read_chunk),
+            read_chunk,
+            wbuf: if target.lean {
+                BytesMut::new()
+            } else {
+                BytesMut::with_capacity(READ_CHUNK)
+            },
             receive_maximum: u16::MAX,
-            last_write: Instant::now(),
+            last_write: opened,
+            opened_in: opened - start,
+            connack_in: Duration::ZERO,
         };
         let keep_alive = u16::try_from(KEEP_ALIVE.as_secs()).unwrap_or(u16::MAX);
         conn.queue(&Packet::Connect(Connect {
@@ -83,8 +126,12 @@ impl Conn {
             username: target.username.as_deref().map(Into::into),
             password: target.password.clone().map(Bytes::from),
         }))?;
-        conn.flush().await?;
-        match conn.next_before(deadline, "CONNACK").await? {
+        timeout_at(deadline, conn.flush())
+            .await
+            .map_err(|_| anyhow!("CONNECT not written within {HANDSHAKE_TIMEOUT:?}"))??;
+        let packet = conn.next_before(deadline, "CONNACK").await?;
+        conn.connack_in = opened.elapsed();
+        match packet {
             Packet::ConnAck(ack) if !ack.reason_code.is_error() => {
                 if let Some(max) = ack.properties.receive_maximum {
                     conn.receive_maximum = max.get();
@@ -132,7 +179,8 @@ impl Conn {
         Ok(())
     }
 
-    /// Writes out everything queued, in one `write_all`.
+    /// Writes out everything queued, in one `write_all`, and flushes the
+    /// transport (TLS records, one WebSocket message).
     pub(crate) async fn flush(&mut self) -> Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
@@ -141,6 +189,7 @@ impl Conn {
             .write_all(&self.wbuf)
             .await
             .context("writing to the broker")?;
+        self.stream.flush().await.context("writing to the broker")?;
         self.wbuf.clear();
         self.last_write = Instant::now();
         Ok(())
@@ -155,8 +204,8 @@ impl Conn {
     /// Cancel safe: usable as a `select!` branch. Fails when the broker has
     /// closed the connection.
     pub(crate) async fn fill(&mut self) -> Result<()> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk / 4 {
+            self.rbuf.reserve(self.read_chunk);
         }
         match self.stream.read_buf(&mut self.rbuf).await {
             Ok(0) => bail!("the broker closed the connection"),

@@ -1,31 +1,38 @@
 //! `mqdb bench`: a load generator for any MQTT broker (3.1.1 or 5.0 over
-//! TCP), built on `mqdb-codec` and tokio, one task per connection, with
-//! batched writes and reads.
+//! TCP, TLS, WebSocket or WebSocket over TLS), built on `mqdb-codec` and
+//! tokio, one task per connection, with batched writes and reads.
 //!
 //! Workloads: `fanin` (P publishers -> S wildcard subscribers, unpaced),
 //! `fanout` (1 paced publisher -> N subscribers), `latency` (1 paced
-//! publisher -> 1 subscriber) and `retained` (N retained QoS 1 publishes to
-//! distinct topics, W in flight). Every message carries a stamp (send time,
-//! publisher, sequence number), so every message is counted: loss and
-//! duplicates are reported, never hidden, and latency is measured end to end
-//! with an HDR histogram.
+//! publisher -> 1 subscriber), `retained` (N retained QoS 1 publishes to
+//! distinct topics, W in flight) and `conns` (N connections opened at a
+//! given rate, held, then closed: connection set-up cost). Every message
+//! carries a stamp (send time, publisher, sequence number), so every message
+//! is counted: loss and duplicates are reported, never hidden, and latency
+//! is measured end to end with an HDR histogram.
 //!
-//! Every wait is bounded: connection set-up by [`client::HANDSHAKE_TIMEOUT`],
-//! the run by its duration plus [`pubsub::GRACE`], after which it reports
-//! what it has.
+//! Every wait is bounded: connection set-up (transport handshakes included)
+//! by [`client::HANDSHAKE_TIMEOUT`], the run by its duration plus
+//! [`pubsub::GRACE`], after which it reports what it has.
 //!
 //! It must not depend on the broker or the store: it talks to brokers only
 //! over the wire, so its numbers mean the same for mqdb and for its peers.
 
 mod client;
+mod conns;
 mod latency;
 mod publisher;
 mod pubsub;
 mod report;
 mod stamp;
 mod subscriber;
+#[cfg(test)]
+mod tests;
+mod transport;
 mod workloads;
+mod ws;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -34,6 +41,7 @@ use mqdb_codec::Version;
 use tokio::time::Instant;
 
 use self::client::Target;
+use self::transport::{TlsOptions, Transport};
 
 pub(crate) use self::workloads::Workload;
 
@@ -44,18 +52,161 @@ pub(crate) struct BenchArgs {
     workload: Workload,
 }
 
-/// Options every workload takes.
+/// Options every workload takes: the broker, the transport, the
+/// credentials and the output.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct Common {
-    /// Broker host
+pub(crate) struct BaseArgs {
+    /// Broker host (also the TLS server name unless --sni is given)
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Broker MQTT port
-    #[arg(long, default_value_t = 1883)]
-    port: u16,
+    /// Broker port [default: 1883; 8883 with --tls; with --ws the HTTP
+    /// port: 9926, or 9927 with --ws --tls]
+    #[arg(long)]
+    port: Option<u16>,
     /// MQTT protocol level: 4 (3.1.1) or 5 (5.0)
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
     protocol: u8,
+    /// User name for CONNECT (sent on every transport)
+    #[arg(long)]
+    username: Option<String>,
+    /// Password for CONNECT (sent on every transport)
+    #[arg(long)]
+    password: Option<String>,
+    /// Print only the final JSON line
+    #[arg(long)]
+    json: bool,
+    /// Connect over TLS (MQTTS; wss:// with --ws); needs --ca or --insecure
+    #[arg(long, help_heading = "Transport")]
+    tls: bool,
+    /// Trust the CA certificate(s) in this PEM file to verify the broker
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls",
+        help_heading = "Transport"
+    )]
+    ca: Option<PathBuf>,
+    /// Accept any broker certificate without verifying it (benchmarks
+    /// only: no protection against impersonation)
+    #[arg(
+        long,
+        requires = "tls",
+        conflicts_with = "ca",
+        help_heading = "Transport"
+    )]
+    insecure: bool,
+    /// Client certificate chain (PEM) for mutual TLS; needs --key
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"], help_heading = "Transport")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "cert",
+        help_heading = "Transport"
+    )]
+    key: Option<PathBuf>,
+    /// TLS server name to send and verify [default: --host; an IP address
+    /// is verified as one]
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "tls",
+        help_heading = "Transport"
+    )]
+    sni: Option<String>,
+    /// Let connections resume earlier TLS sessions (default: every
+    /// connection does a full handshake, as distinct clients would)
+    #[arg(long, requires = "tls", help_heading = "Transport")]
+    tls_resume: bool,
+    /// MQTT over WebSocket (subprotocol `mqtt`, binary frames), on the
+    /// broker's HTTP port (mqdb: 9926; 9927 with --tls)
+    #[arg(long, help_heading = "Transport")]
+    ws: bool,
+    /// Request path of the WebSocket handshake
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/mqtt",
+        requires = "ws",
+        help_heading = "Transport"
+    )]
+    ws_path: String,
+}
+
+impl BaseArgs {
+    /// `--port`, or the default of the transport.
+    fn port(&self) -> u16 {
+        self.port.unwrap_or(match (self.tls, self.ws) {
+            (false, false) => 1883,
+            (true, false) => 8883,
+            (false, true) => 9926,
+            (true, true) => 9927,
+        })
+    }
+
+    /// Where to connect and how; `lean` for many mostly idle connections
+    /// (small buffers). Reads the certificate files.
+    fn target(&self, lean: bool) -> Result<Target> {
+        let tls = if self.tls {
+            Some(TlsOptions {
+                ca: self.ca.as_deref(),
+                insecure: self.insecure,
+                cert: self.cert.as_deref(),
+                key: self.key.as_deref(),
+                server_name: self.sni.as_deref().unwrap_or(&self.host),
+                resume: self.tls_resume,
+            })
+        } else {
+            None
+        };
+        let ws_path = self.ws.then_some(self.ws_path.as_str());
+        Ok(Target {
+            host: self.host.clone(),
+            port: self.port(),
+            version: if self.protocol == 5 {
+                Version::V5
+            } else {
+                Version::V311
+            },
+            username: self.username.clone(),
+            password: self.password.clone(),
+            client_prefix: format!("mqdb-bench-{}", std::process::id()),
+            transport: Transport::new(tls, ws_path)?,
+            lean,
+        })
+    }
+
+    /// `host:port`, as reported.
+    fn broker(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port())
+        } else {
+            format!("{}:{}", self.host, self.port())
+        }
+    }
+
+    /// The transport's name: `tcp`, `tls`, `ws` or `wss`.
+    fn transport_name(&self) -> &'static str {
+        match (self.tls, self.ws) {
+            (false, false) => "tcp",
+            (true, false) => "tls",
+            (false, true) => "ws",
+            (true, true) => "wss",
+        }
+    }
+
+    /// `3.1.1` or `5.0`.
+    fn mqtt_version(&self) -> &'static str {
+        if self.protocol == 5 { "5.0" } else { "3.1.1" }
+    }
+}
+
+/// Options of the publish/subscribe workloads.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Common {
+    #[command(flatten)]
+    base: BaseArgs,
     /// QoS of publishes and subscriptions [default: 0; retained: 1]
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: Option<u8>,
@@ -73,31 +224,11 @@ pub(crate) struct Common {
     /// Receive Maximum)
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
     window: u16,
-    /// User name for CONNECT
-    #[arg(long)]
-    username: Option<String>,
-    /// Password for CONNECT
-    #[arg(long)]
-    password: Option<String>,
-    /// Print only the final JSON line
-    #[arg(long)]
-    json: bool,
 }
 
 impl Common {
-    fn target(&self) -> Target {
-        Target {
-            host: self.host.clone(),
-            port: self.port,
-            version: if self.protocol == 5 {
-                Version::V5
-            } else {
-                Version::V311
-            },
-            username: self.username.clone(),
-            password: self.password.clone(),
-            client_prefix: format!("mqdb-bench-{}", std::process::id()),
-        }
+    fn target(&self) -> Result<Target> {
+        self.base.target(false)
     }
 
     /// How long publishing may last: `--duration`, else 60 s with
@@ -149,6 +280,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         .context("starting the async runtime")?;
     let (report, json_only) = runtime.block_on(workloads::run(args.workload))?;
     report.print(json_only)?;
+    if let Some(fatal) = &report.fatal {
+        bail!("{fatal}");
+    }
     if report.errors > 0 {
         bail!(
             "{} connection error(s) during the run (see the report)",

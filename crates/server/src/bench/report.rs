@@ -59,6 +59,9 @@ pub(crate) struct Report {
     lines: Vec<String>,
     /// Connection failures during the run; the command fails if any.
     pub(crate) errors: usize,
+    /// Why the run stopped early, if it did: the command fails with it
+    /// after printing the report.
+    pub(crate) fatal: Option<String>,
 }
 
 impl Report {
@@ -149,7 +152,7 @@ impl Report {
     /// p50, p99, p99.9, max and mean in microseconds: of delivery, or of
     /// acknowledgement (`ack_` keys).
     fn percentiles(&mut self, ack: bool, p: &Percentiles) {
-        let [p50, p99, p999, max, mean] = if ack {
+        let keys = if ack {
             [
                 "ack_p50_us",
                 "ack_p99_us",
@@ -160,6 +163,12 @@ impl Report {
         } else {
             ["p50_us", "p99_us", "p999_us", "max_us", "mean_us"]
         };
+        self.percentile_fields(keys, p);
+    }
+
+    /// p50, p99, p99.9, max and mean of `p` under the given keys.
+    pub(crate) fn percentile_fields(&mut self, keys: [&'static str; 5], p: &Percentiles) {
+        let [p50, p99, p999, max, mean] = keys;
         self.field(p50, p.p50)
             .field(p99, p.p99)
             .field(p999, p.p999)
@@ -216,7 +225,8 @@ impl Report {
     }
 }
 
-fn latency_line(label: &str, p: &Percentiles) -> String {
+/// One line of the summary for a latency distribution.
+pub(crate) fn latency_line(label: &str, p: &Percentiles) -> String {
     format!(
         "  {label:<10} p50 {} us  p99 {} us  p99.9 {} us  max {} us  (n = {})",
         group(p.p50),
@@ -247,11 +257,11 @@ pub(crate) fn rate(n: u64, secs: f64) -> f64 {
     if secs > 0.0 { n as f64 / secs } else { 0.0 }
 }
 
-fn round1(v: f64) -> f64 {
+pub(crate) fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-fn round3(v: f64) -> f64 {
+pub(crate) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 

@@ -1,5 +1,6 @@
 //! The workloads of `mqdb bench`: their options, the round each one runs
-//! (see [`pubsub`](super::pubsub)) and the figures each one reports.
+//! (see [`pubsub`](super::pubsub)) and the figures each one reports. The
+//! connection workload is in [`conns`](super::conns).
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
@@ -7,6 +8,7 @@ use mqdb_codec::QoS;
 
 use super::Common;
 use super::client::qos;
+use super::conns::{self, ConnsArgs};
 use super::publisher::Topics;
 use super::pubsub::{self, RoundPlan};
 use super::report::{Report, group, rate};
@@ -27,6 +29,10 @@ pub(crate) enum Workload {
     /// N retained publishes (QoS 1 by default) to distinct topics
     /// <prefix>/<i>, W in flight: record writes per second
     Retained(RetainedArgs),
+    /// Open N connections (transport handshake + CONNECT/CONNACK) at up to
+    /// R per second, hold them, then DISCONNECT all: connections per
+    /// second and set-up latency
+    Conns(ConnsArgs),
 }
 
 /// `mqdb bench fanin`.
@@ -121,6 +127,7 @@ pub(crate) async fn run(workload: Workload) -> Result<(Report, bool)> {
             pubsub_report("latency", &a.common, &plan, "1 topic").await
         }
         Workload::Retained(a) => retained(a).await,
+        Workload::Conns(a) => conns::run(a).await,
     }
 }
 
@@ -153,11 +160,9 @@ fn header(workload: &str, common: &Common, plan: &RoundPlan, extra: &str) -> Rep
     let publishers = plan.topics.len() as u64;
     report
         .field("workload", workload)
-        .field(
-            "broker",
-            format!("{}:{}", common.host, common.port).as_str(),
-        )
-        .field("protocol", u32::from(common.protocol))
+        .field("broker", common.base.broker().as_str())
+        .field("transport", common.base.transport_name())
+        .field("protocol", u32::from(common.base.protocol))
         .field("qos", plan.qos as u32)
         .field("payload", plan.payload as u64)
         .field("publishers", publishers)
@@ -171,14 +176,14 @@ fn header(workload: &str, common: &Common, plan: &RoundPlan, extra: &str) -> Rep
     });
     report.line(format!(
         "{workload}: {publishers} publisher(s) -> {} subscriber(s), {extra}, QoS {}, {} B, \
-         MQTT {}, {pace}, window {}, at {}:{}",
+         MQTT {} over {}, {pace}, window {}, at {}",
         plan.subscribers,
         plan.qos as u8,
         plan.payload,
-        if common.protocol == 5 { "5.0" } else { "3.1.1" },
+        common.base.mqtt_version(),
+        common.base.transport_name(),
         plan.window,
-        common.host,
-        common.port,
+        common.base.broker(),
     ));
     report
 }
@@ -190,9 +195,9 @@ async fn pubsub_report(
     extra: &str,
 ) -> Result<(Report, bool)> {
     let mut report = header(workload, common, plan, extra);
-    let outcome = pubsub::run(&common.target(), plan).await?;
+    let outcome = pubsub::run(&common.target()?, plan).await?;
     report.outcome(&outcome, true);
-    Ok((report, common.json))
+    Ok((report, common.base.json))
 }
 
 async fn retained(a: RetainedArgs) -> Result<(Report, bool)> {
@@ -212,7 +217,7 @@ async fn retained(a: RetainedArgs) -> Result<(Report, bool)> {
         &plan,
         &format!("topics {}/<i>", a.prefix),
     );
-    let outcome = pubsub::run(&common.target(), &plan).await?;
+    let outcome = pubsub::run(&common.target()?, &plan).await?;
     let per_s = rate(outcome.acked, outcome.ack_secs);
     report
         .field("prefix", a.prefix.as_str())
@@ -227,5 +232,5 @@ async fn retained(a: RetainedArgs) -> Result<(Report, bool)> {
         group(per_s as u64),
     ));
     report.outcome(&outcome, false);
-    Ok((report, common.json))
+    Ok((report, common.base.json))
 }

@@ -31,6 +31,7 @@ use mqdb_resource::Principal;
 mod aliases;
 mod auth;
 mod connect;
+mod enhanced_auth;
 mod subscriptions;
 
 use connect::refuse_malformed_connect;
@@ -162,6 +163,8 @@ struct Conn {
     retained: Vec<(MessageIter, Sub)>,
     wbuf: BytesMut,
     session_expiry: u32,
+    /// MQTT 5 enhanced authentication state (connection/enhanced_auth.rs).
+    enhanced: enhanced_auth::EnhancedAuth,
 }
 
 impl Conn {
@@ -190,6 +193,7 @@ impl Conn {
             retained: Vec::new(),
             wbuf: BytesMut::with_capacity(16 * 1024),
             session_expiry: 0,
+            enhanced: Default::default(),
         }
     }
 
@@ -262,7 +266,14 @@ impl Conn {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        self.handle_connect(connect).await;
+        // The reader and writer are lent for an AUTH exchange before CONNACK.
+        let io = enhanced_auth::Io {
+            reader: &mut *reader,
+            writer: &mut *writer,
+            rbuf: &mut rbuf,
+            limits,
+        };
+        self.handle_connect(connect, io).await;
         let result = self.session_loop(reader, writer, &mut rbuf, limits).await;
         // Publishes received before the connection ended are carried out
         // (packets are processed in order: a DISCONNECT or EOF after a PUBLISH
@@ -528,12 +539,8 @@ impl Conn {
                 // MQTT-3.1.0-2: a second CONNECT is a Protocol Error.
                 return Err(Close::Server(ReasonCode::ProtocolError, "second CONNECT"));
             }
-            Packet::Auth(_) => {
-                return Err(Close::Server(
-                    ReasonCode::BadAuthenticationMethod,
-                    "no enhanced authentication method is configured",
-                ));
-            }
+            // Re-authentication (connection/enhanced_auth.rs).
+            Packet::Auth(a) => self.handle_auth(a).await?,
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 return Err(Close::Server(
                     ReasonCode::ProtocolError,

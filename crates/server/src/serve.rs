@@ -149,6 +149,11 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
             wait_for(stopped.clone()),
         )));
     }
+    // No Nagle delay: MQTT over WebSocket and live streams send small
+    // frames that must leave at once (as the MQTT and TLS listeners do).
+    let http = axum::serve::ListenerExt::tap_io(http, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let http_task = tokio::spawn(mqdb_http::serve_with(
         http,
         db.clone(),

@@ -10,14 +10,19 @@ use mqdb_codec::{
     ConnAck, ConnAckProperties, Connect, DecodeError, Packet, Publish, ReasonCode, Version, encode,
 };
 use mqdb_resource::Format;
-use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
 use super::Conn;
+use super::enhanced_auth::{ConnectAuth, Io};
 use crate::events::EventKind;
 use crate::session::ResendPacket;
 
 impl Conn {
-    pub(super) async fn handle_connect(&mut self, c: Connect) {
+    pub(super) async fn handle_connect<R, W>(&mut self, c: Connect, io: Io<'_, R, W>)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let credentials = (
             c.username.as_ref().map(|u| u.to_string()),
             c.password.as_ref().map(|p| p.to_vec()),
@@ -112,7 +117,21 @@ impl Conn {
                 "will: the payload format indicator says UTF-8 but the payload is not".to_owned(),
             ))
         } else {
-            match self.authenticate(credentials.0, credentials.1).await {
+            // Enhanced authentication hook (enhanced_auth.rs): with an
+            // Authentication Method, its AUTH exchange replaces the user
+            // name and password check.
+            let auth = self
+                .connect_auth(props, credentials.0.as_deref(), &mut ack_props, io)
+                .await;
+            let outcome = match auth {
+                ConnectAuth::Password => self.authenticate(credentials.0, credentials.1).await,
+                ConnectAuth::Done(outcome) => outcome,
+                ConnectAuth::Closed => {
+                    self.will = None;
+                    return;
+                }
+            };
+            match outcome {
                 Ok(principal) => {
                     self.principal = Some(principal);
                     // A will the client could not publish itself is refused

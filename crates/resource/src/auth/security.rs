@@ -1,6 +1,7 @@
 //! Logging in (SPEC §5): checks a user name and password (or a verified
-//! client certificate) against the stored users and returns the caller's
-//! [`Principal`]. The same code serves MQTT CONNECT and HTTP Basic.
+//! client certificate, or a SCRAM-SHA-256 proof) against the stored users
+//! and returns the caller's [`Principal`]. The same code serves MQTT
+//! CONNECT and HTTP Basic.
 //!
 //! - argon2 verification runs on the blocking pool, at most one per CPU at
 //!   a time, so a flood of logins cannot starve the async workers;
@@ -18,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::principal::Principal;
 use super::roles::{Role, Roles};
+use super::scram::{ScramError, ScramServer};
 use super::throttle::Throttle;
 use super::users::{User, Users, hmac};
 use crate::error::ResourceError;
@@ -160,6 +162,68 @@ impl Security {
         }
     }
 
+    // ---- SCRAM-SHA-256 (MQTT 5 enhanced authentication, see `scram`) ----
+
+    /// Starts a SCRAM-SHA-256 exchange: reads the client-first-message,
+    /// looks the user up (an unknown one gets fake credentials) and returns
+    /// the exchange with the server-first-message. A malformed message is
+    /// `NotAuthorized` with the SCRAM error.
+    pub fn scram_start(&self, client_first: &[u8]) -> Result<(ScramServer, Vec<u8>), AuthError> {
+        let mut failed = None;
+        let started = ScramServer::start(client_first, |name| match self.0.users.get(name) {
+            Ok(user) => user.and_then(|u| u.scram),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        });
+        match failed {
+            Some(e) => Err(e.into()),
+            None => started.map_err(scram_refusal),
+        }
+    }
+
+    /// Ends a SCRAM-SHA-256 exchange with the client-final-message, through
+    /// the same per-address throttle as [`Security::login`] (an invalid
+    /// proof is a failed login): the user's principal and the
+    /// server-final-message.
+    pub async fn scram_login(
+        &self,
+        exchange: ScramServer,
+        client_final: &[u8],
+        remote: Option<IpAddr>,
+    ) -> Result<(Principal, Vec<u8>), AuthError> {
+        if let Some(addr) = remote {
+            self.0.throttle.admit(addr).await;
+        }
+        let stored_key = exchange.stored_key().clone();
+        let result = exchange
+            .finish(client_final)
+            .map_err(scram_refusal)
+            .and_then(|(name, server_final)| match self.0.users.get(&name)? {
+                // Unless the password changed during the exchange.
+                Some(user)
+                    if user
+                        .scram
+                        .as_ref()
+                        .is_some_and(|s| s.stored_key == stored_key) =>
+                {
+                    Ok((self.principal(&user), server_final))
+                }
+                _ => Err(AuthError::BadCredentials),
+            });
+        if let Some(addr) = remote {
+            match &result {
+                Ok(_) => self.0.throttle.succeeded(addr),
+                Err(AuthError::BadCredentials) => self.0.throttle.failed(addr),
+                Err(_) => {}
+            }
+        }
+        result
+    }
+
+    // ---- end of SCRAM-SHA-256 ----
+
     async fn check_password(
         &self,
         username: &str,
@@ -220,6 +284,15 @@ impl Security {
     }
 }
 
+/// A failed SCRAM exchange as a login refusal: a wrong proof is bad
+/// credentials, anything else not authorised (with the SCRAM error).
+fn scram_refusal(e: ScramError) -> AuthError {
+    match e {
+        ScramError::InvalidProof => AuthError::BadCredentials,
+        e => AuthError::NotAuthorized(e.to_string()),
+    }
+}
+
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -276,6 +349,62 @@ mod tests {
         assert!(s.login("alice", b"new", None).await.is_ok());
         assert!(s.users().remove("alice").await.unwrap());
         assert!(s.login("alice", b"new", None).await.is_err());
+    }
+
+    /// The client side of a SCRAM-SHA-256 exchange for `password`.
+    fn scram_client_final(password: &[u8], bare: &str, server_first: &[u8]) -> Vec<u8> {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let server_first = std::str::from_utf8(server_first).unwrap();
+        let attrs: Vec<&str> = server_first.split(',').collect();
+        let salt = b64.decode(&attrs[1][2..]).unwrap();
+        let iterations = attrs[2][2..].parse().unwrap();
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, &salt, iterations, &mut salted);
+        let client_key = hmac(&salted, b"Client Key");
+        let without_proof = format!("c=biws,{}", attrs[0]);
+        let auth = format!("{bare},{server_first},{without_proof}");
+        let sig = hmac(&sha2::Sha256::digest(client_key), auth.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(sig).map(|(k, s)| k ^ s).collect();
+        format!("{without_proof},p={}", b64.encode(proof)).into_bytes()
+    }
+
+    #[tokio::test]
+    async fn scram_logs_in_and_a_bad_proof_is_a_throttled_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = security(dir.path()).await;
+        let bare = "n=alice,r=nonce";
+        let (x, first) = s.scram_start(format!("n,,{bare}").as_bytes()).unwrap();
+        let fin = scram_client_final(b"secret", bare, &first);
+        let (p, last) = s.scram_login(x, &fin, None).await.unwrap();
+        assert_eq!(p.username(), Some("alice"));
+        assert!(p.is_super_user());
+        assert!(last.starts_with(b"v="));
+        assert!(matches!(
+            s.scram_start(b"p=tls-unique,,n=alice,r=x"),
+            Err(AuthError::NotAuthorized(_))
+        ));
+        // Wrong passwords (and unknown users) count against the address.
+        let addr: IpAddr = "127.0.0.9".parse().unwrap();
+        for (user, password) in [
+            ("alice", &b"wrong"[..]),
+            ("nobody", b"secret"),
+            ("alice", b"nope"),
+        ] {
+            let bare = format!("n={user},r=nonce");
+            let (x, first) = s.scram_start(format!("n,,{bare}").as_bytes()).unwrap();
+            let fin = scram_client_final(password, &bare, &first);
+            assert_eq!(
+                s.scram_login(x, &fin, Some(addr)).await.unwrap_err(),
+                AuthError::BadCredentials
+            );
+        }
+        let (x, first) = s.scram_start(format!("n,,{bare}").as_bytes()).unwrap();
+        let fin = scram_client_final(b"secret", bare, &first);
+        let start = std::time::Instant::now();
+        assert!(s.scram_login(x, &fin, Some(addr)).await.is_ok());
+        assert!(start.elapsed() >= std::time::Duration::from_millis(150));
     }
 
     #[test]

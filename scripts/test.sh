@@ -26,6 +26,15 @@ if ! python3 -c 'import paho.mqtt as m, sys; sys.exit(not m.__version__.startswi
     || python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3'
 fi
 
+# Node.js and npm, for MQTT.js (the tests run `npm ci` in crates/testkit/tests/mqttjs).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing test peers: nodejs npm"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required (Rust 1.85 or newer): install it with rustup" >&2
   exit 1

@@ -634,12 +634,14 @@ impl Broker {
                     return Ok(self.route_waiting(&msg));
                 }
                 // The change feed delivers it, to MQTT and REST watchers alike.
+                // The write futures are boxed: only durable writes pay for
+                // them, and every connection's task stays small.
                 if publish.payload.is_empty() {
-                    self.inner.db.submit_delete(table, id).await?
+                    Box::pin(self.inner.db.submit_delete(table, id)).await?
                 } else {
                     let body = body_of(publish, declared)?;
                     let meta = meta_of(publish, origin);
-                    self.inner.db.submit_put(table, id, body, meta).await?
+                    Box::pin(self.inner.db.submit_put(table, id, body, meta)).await?
                 }
             }
             Target::Free => {
@@ -654,17 +656,16 @@ impl Broker {
                 }
                 let retained = &self.inner.retained;
                 let completion = if publish.payload.is_empty() {
-                    self.inner
-                        .db
-                        .submit_delete(retained, &publish.topic)
-                        .await?
+                    Box::pin(self.inner.db.submit_delete(retained, &publish.topic)).await?
                 } else {
                     let meta = meta_of(publish, origin);
                     let body = Body::Binary(publish.payload.clone());
-                    self.inner
-                        .db
-                        .submit_put(retained, &publish.topic, body, meta)
-                        .await?
+                    Box::pin(
+                        self.inner
+                            .db
+                            .submit_put(retained, &publish.topic, body, meta),
+                    )
+                    .await?
                 };
                 // Delivered once stored, in commit order.
                 let broker = self.clone();

@@ -36,6 +36,13 @@ mod subscriptions;
 
 use connect::refuse_malformed_connect;
 
+/// Read space an idle connection keeps (and the first read's size).
+const MIN_READ: usize = 512;
+/// The most read space added at once for a busy connection.
+const MAX_READ: usize = 64 * 1024;
+/// A buffer larger than this is released once it is empty again.
+const MAX_IDLE_BUFFER: usize = 64 * 1024;
+
 /// How long a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retained messages moved into the session per step (bounded streaming).
@@ -95,7 +102,9 @@ where
     let limits = Limits {
         max_packet_size: broker.config().max_packet_size,
     };
-    let mut rbuf = BytesMut::with_capacity(8 * 1024);
+    // Buffers start small and grow with traffic (see `read_with_idle`), so
+    // an idle connection costs little memory.
+    let mut rbuf = BytesMut::with_capacity(MIN_READ);
     // CONNECT first (MQTT-3.1.0-1), within a deadline.
     let connect = tokio::time::timeout(CONNECT_TIMEOUT, async {
         loop {
@@ -191,7 +200,7 @@ impl Conn {
             acks: FuturesOrdered::new(),
             unacked_in: 0,
             retained: Vec::new(),
-            wbuf: BytesMut::with_capacity(16 * 1024),
+            wbuf: BytesMut::new(),
             session_expiry: 0,
             enhanced: Default::default(),
         }
@@ -250,7 +259,12 @@ impl Conn {
         }
         writer.write_all(&self.wbuf).await.map_err(|_| Close::Io)?;
         writer.flush().await.map_err(|_| Close::Io)?;
-        self.wbuf.clear();
+        if self.wbuf.capacity() > MAX_IDLE_BUFFER {
+            // A burst is over: give its memory back.
+            self.wbuf = BytesMut::new();
+        } else {
+            self.wbuf.clear();
+        }
         Ok(())
     }
 
@@ -273,7 +287,9 @@ impl Conn {
             rbuf: &mut rbuf,
             limits,
         };
-        self.handle_connect(connect, io).await;
+        // Rare, large futures are boxed so that every idle connection's
+        // task stays small (its size is that of its largest await).
+        Box::pin(self.handle_connect(connect, io)).await;
         let result = self.session_loop(reader, writer, &mut rbuf, limits).await;
         // Publishes received before the connection ended are carried out
         // (packets are processed in order: a DISCONNECT or EOF after a PUBLISH
@@ -285,7 +301,7 @@ impl Conn {
                 }
             }
         };
-        if tokio::time::timeout(Duration::from_secs(10), drain)
+        if tokio::time::timeout(Duration::from_secs(10), Box::pin(drain))
             .await
             .is_err()
         {
@@ -319,10 +335,12 @@ impl Conn {
             if let Some(w) = self.will.take() {
                 let delay = self.will_delay.min(self.session_expiry);
                 if delay == 0 {
-                    if let Err(e) = self
-                        .broker
-                        .publish(&w, Some(&self.client_id), self.declared)
-                        .await
+                    if let Err(e) = Box::pin(self.broker.publish(
+                        &w,
+                        Some(&self.client_id),
+                        self.declared,
+                    ))
+                    .await
                     {
                         tracing::warn!(client = %self.client_id, error = %e, "publishing the will failed");
                     }
@@ -354,7 +372,7 @@ impl Conn {
             }
         }
         if let Some(client) = self.client.take() {
-            self.broker.detach(&self.client_id, &client, self.id).await;
+            Box::pin(self.broker.detach(&self.client_id, &client, self.id)).await;
             self.event(EventKind::Disconnected, Some(close_reason(&result)));
         }
         // Closed last: once the client sees the connection end, its session
@@ -401,13 +419,9 @@ impl Conn {
                         ReadOutcome::Eof => return Err(Close::Client { will: true }),
                         ReadOutcome::Idle => return Err(Close::Server(ReasonCode::KeepAliveTimeout, "keep alive timeout")),
                     }
-                    loop {
-                        match decode(rbuf, self.version, &limits) {
-                            Ok(Some(packet)) => self.handle(packet, &client).await?,
-                            Ok(None) => break,
-                            Err(e) => return Err(Close::Server(e.reason_code(), "malformed packet")),
-                        }
-                    }
+                    // Boxed: one allocation per read (a batch of packets
+                    // when busy) keeps the idle task small.
+                    Box::pin(self.handle_input(rbuf, &client, &limits)).await?;
                 }
                 Some((counted, ack)) = self.acks.next(), if !self.acks.is_empty() => {
                     self.acked(counted, ack)?;
@@ -416,6 +430,22 @@ impl Conn {
                 () = until_true(&mut closing) => {
                     return Err(Close::Server(ReasonCode::ServerShuttingDown, "server shutting down"));
                 }
+            }
+        }
+    }
+
+    /// Handles every complete packet in `rbuf`.
+    async fn handle_input(
+        &mut self,
+        rbuf: &mut BytesMut,
+        client: &Client,
+        limits: &Limits,
+    ) -> Result<(), Close> {
+        loop {
+            match decode(rbuf, self.version, limits) {
+                Ok(Some(packet)) => self.handle(packet, client).await?,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Close::Server(e.reason_code(), "malformed packet")),
             }
         }
     }
@@ -517,8 +547,8 @@ impl Conn {
                     .on_pubrel(r.packet_id);
                 self.send(&Packet::PubComp(comp));
             }
-            Packet::Subscribe(s) => self.handle_subscribe(s, client).await,
-            Packet::Unsubscribe(u) => self.handle_unsubscribe(u, client).await,
+            Packet::Subscribe(s) => Box::pin(self.handle_subscribe(s, client)).await,
+            Packet::Unsubscribe(u) => Box::pin(self.handle_unsubscribe(u, client)).await,
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => {
                 if let Some(expiry) = d.properties.session_expiry_interval {
@@ -540,7 +570,7 @@ impl Conn {
                 return Err(Close::Server(ReasonCode::ProtocolError, "second CONNECT"));
             }
             // Re-authentication (connection/enhanced_auth.rs).
-            Packet::Auth(a) => self.handle_auth(a).await?,
+            Packet::Auth(a) => Box::pin(self.handle_auth(a)).await?,
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 return Err(Close::Server(
                     ReasonCode::ProtocolError,
@@ -759,6 +789,17 @@ async fn read_with_idle<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     deadline: Option<tokio::time::Instant>,
 ) -> ReadOutcome {
+    // Read space follows the traffic: a connection whose last read filled
+    // what it had gets twice as much (up to MAX_READ); an emptied buffer
+    // grown far beyond what idle needs is released.
+    if buf.is_empty() && buf.capacity() > MAX_IDLE_BUFFER {
+        *buf = BytesMut::with_capacity(MIN_READ);
+    }
+    let spare = buf.capacity() - buf.len();
+    if spare < MIN_READ / 4 {
+        let grow = (buf.capacity() * 2).clamp(MIN_READ, MAX_READ);
+        buf.reserve(grow);
+    }
     let read = reader.read_buf(buf);
     let result = match deadline {
         Some(at) => match tokio::time::timeout_at(at, read).await {

@@ -39,7 +39,7 @@ enum Command {
     Serve(ConfigArgs),
     /// Print the effective configuration (defaults, file, environment) as TOML
     Config(ConfigArgs),
-    /// Measure any MQTT broker: fan-in, fan-out, latency, retained writes, connections
+    /// Measure any MQTT broker: fan-in, fan-out, pairs, latency, connections, retained writes and reads
     Bench(BenchArgs),
     /// Manage users: add, passwd, remove, list (server running or not)
     User(UserArgs),

@@ -1,8 +1,11 @@
 //! `mqdb bench` against a real `mqdb serve`: the load generator connects,
 //! publishes, receives and prints a JSON line that counts every message;
-//! the `conns` workload counts every connection, with and without
-//! authentication; MQTT over WebSocket on the HTTP port, over TLS (MQTTS)
-//! and over wss:// (HTTPS port) carry the same workloads.
+//! `pairs` delivers each publisher's messages to its own subscriber;
+//! `retained-read` reads back every retained message it stored (free topics
+//! and an exported table), and again with `--skip-load`; the `conns`
+//! workload counts every connection, with and without authentication; MQTT
+//! over WebSocket on the HTTP port, over TLS (MQTTS) and over wss:// (HTTPS
+//! port) carry the same workloads.
 
 mod support;
 
@@ -235,6 +238,124 @@ fn assert_all_connected(report: &serde_json::Value, n: u64) {
         report["connect_p99_us"].as_u64().unwrap(),
     );
     assert!(0 < p50 && p50 <= p99, "{report}");
+}
+
+#[test]
+fn pairs_deliver_everything_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let listening = start(dir.path(), &Options::default());
+    let port = listening.mqtt.port().to_string();
+    for qos in ["0", "1"] {
+        let (ok, report, stderr) = bench_json(
+            dir.path(),
+            &[
+                "pairs",
+                "--port",
+                &port,
+                "--pairs",
+                "4",
+                "--qos",
+                qos,
+                "--duration",
+                "1",
+                "--rate",
+                "500",
+            ],
+        );
+        assert!(ok, "bench failed: {report}\n{stderr}");
+        assert_eq!(report["workload"], "pairs", "{report}");
+        assert_eq!(report["pairs"], 4, "{report}");
+        assert_eq!(report["subscribers"], 4, "{report}");
+        if qos == "0" {
+            let sent = report["sent"].as_u64().unwrap();
+            assert!(sent > 0, "{report}");
+            assert_eq!(report["delivered"].as_u64(), Some(sent), "{report}");
+            assert_eq!(report["loss"], 0, "{report}");
+            assert_eq!(report["duplicates"], 0, "{report}");
+            assert_eq!(report["errors"], 0, "{report}");
+        } else {
+            assert_all_delivered(&report);
+        }
+        assert!(report["delivered_per_s"].as_f64().unwrap() > 0.0);
+        assert!(report["p999_us"].as_u64().unwrap() >= report["p50_us"].as_u64().unwrap());
+    }
+    listening.stop();
+}
+
+/// Checks a `retained-read` report: all `n` records read once.
+fn assert_all_read(report: &serde_json::Value, n: u64) {
+    assert_eq!(report["workload"], "retained-read", "{report}");
+    assert_eq!(report["count"].as_u64(), Some(n), "{report}");
+    assert_eq!(report["delivered"].as_u64(), Some(n), "{report}");
+    assert_eq!(report["missing"], 0, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
+    assert_eq!(report["foreign"], 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["timed_out"], false, "{report}");
+    assert!(report["records_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["first_message_ms"].as_f64().is_some(), "{report}");
+}
+
+#[test]
+fn retained_read_reads_every_record_then_again_with_skip_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let listening = start(dir.path(), &Options::default());
+    let port = listening.mqtt.port().to_string();
+    let read = |extra: &[&str]| {
+        let mut args = vec!["retained-read", "--port", &port];
+        args.extend_from_slice(extra);
+        bench_json(dir.path(), &args)
+    };
+    // Free topics under a prefix new to this run.
+    let (ok, report, stderr) = read(&["--count", "2000"]);
+    assert!(ok, "bench failed: {report}\n{stderr}");
+    assert_eq!(report["loaded"], 2000, "{report}");
+    assert_all_read(&report, 2000);
+    let prefix = report["prefix"].as_str().unwrap().to_owned();
+    assert!(prefix.starts_with("bench/"), "{report}");
+
+    let (ok, report, stderr) = read(&["--count", "2000", "--skip-load", "--prefix", &prefix]);
+    assert!(ok, "bench failed: {report}\n{stderr}");
+    assert_eq!(report["loaded"], serde_json::Value::Null, "{report}");
+    assert_all_read(&report, 2000);
+
+    // Rows of the exported table `Bench`, read at QoS 0 over 5.0.
+    let (ok, report, stderr) = read(&[
+        "--count",
+        "500",
+        "--prefix",
+        "Bench",
+        "--qos",
+        "0",
+        "--protocol",
+        "5",
+    ]);
+    assert!(ok, "bench failed: {report}\n{stderr}");
+    assert_all_read(&report, 500);
+
+    // Without --prefix, --skip-load has nothing to read: refused.
+    let (ok, _, stderr) =
+        run(mqdb(dir.path()).args(["bench", "retained-read", "--port", &port, "--skip-load"]));
+    assert!(!ok);
+    assert!(stderr.contains("--prefix"), "{stderr}");
+    listening.stop();
+}
+
+#[test]
+fn retained_read_prints_a_summary_then_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let listening = start(dir.path(), &Options::default());
+    let port = listening.mqtt.port().to_string();
+    let (ok, stdout, stderr) =
+        run(mqdb(dir.path()).args(["bench", "retained-read", "--port", &port, "--count", "100"]));
+    assert!(ok, "bench failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("missing    0"), "{stdout}");
+    assert!(
+        !stderr.contains('\r'),
+        "no progress line without a terminal: {stderr}"
+    );
+    assert_all_read(&json_line(&stdout), 100);
+    listening.stop();
 }
 
 #[test]

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::{Bytes, BytesMut};
 use mqdb_codec::{
-    Connect, ConnectProperties, Limits, Packet, PacketId, QoS, Subscribe, SubscribeProperties,
-    SubscriptionOptions, TopicFilter, Version, decode, encode,
+    Connect, ConnectProperties, Limits, Packet, PacketId, QoS, SubAck, Subscribe,
+    SubscribeProperties, SubscriptionOptions, TopicFilter, Version, decode, encode,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::{Instant, timeout_at};
@@ -144,8 +144,23 @@ impl Conn {
     }
 
     /// Subscribes to `filter` at `qos` and waits for a successful SUBACK.
+    /// Messages that arrive before it are dropped.
     pub(crate) async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<()> {
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        self.queue_subscribe(filter, qos)?;
+        self.flush().await?;
+        loop {
+            match self.next_before(deadline, "SUBACK").await? {
+                Packet::SubAck(ack) => return check_suback(&ack, filter),
+                // A retained message may arrive before the SUBACK is read.
+                Packet::Publish(_) => {}
+                other => bail!("expected SUBACK, got {:?}", other.packet_type()),
+            }
+        }
+    }
+
+    /// Queues a SUBSCRIBE (packet identifier 1) to `filter` at `qos`.
+    pub(crate) fn queue_subscribe(&mut self, filter: &str, qos: QoS) -> Result<()> {
         self.queue(&Packet::Subscribe(Subscribe {
             packet_id: PacketId::MIN,
             properties: SubscribeProperties::default(),
@@ -156,21 +171,7 @@ impl Conn {
                     ..SubscriptionOptions::default()
                 },
             )],
-        }))?;
-        self.flush().await?;
-        loop {
-            match self.next_before(deadline, "SUBACK").await? {
-                Packet::SubAck(ack) => {
-                    return match ack.reason_codes.first() {
-                        Some(code) if !code.is_error() => Ok(()),
-                        code => bail!("broker refused SUBSCRIBE {filter}: {code:?}"),
-                    };
-                }
-                // A retained message may arrive before the SUBACK is read.
-                Packet::Publish(_) => {}
-                other => bail!("expected SUBACK, got {:?}", other.packet_type()),
-            }
-        }
+        }))
     }
 
     /// Encodes `packet` into the write buffer.
@@ -240,6 +241,14 @@ impl Conn {
     /// The protocol version in use.
     pub(crate) fn version(&self) -> Version {
         self.version
+    }
+}
+
+/// Fails unless `ack` grants the subscription to `filter`.
+pub(crate) fn check_suback(ack: &SubAck, filter: &str) -> Result<()> {
+    match ack.reason_codes.first() {
+        Some(code) if !code.is_error() => Ok(()),
+        code => bail!("broker refused SUBSCRIBE {filter}: {code:?}"),
     }
 }
 

@@ -4,12 +4,15 @@
 //!
 //! Workloads: `fanin` (P publishers -> S wildcard subscribers, unpaced),
 //! `fanout` (1 paced publisher -> N subscribers), `latency` (1 paced
-//! publisher -> 1 subscriber), `retained` (N retained QoS 1 publishes to
-//! distinct topics, W in flight) and `conns` (N connections opened at a
-//! given rate, held, then closed: connection set-up cost). Every message
-//! carries a stamp (send time, publisher, sequence number), so every message
-//! is counted: loss and duplicates are reported, never hidden, and latency
-//! is measured end to end with an HDR histogram.
+//! publisher -> 1 subscriber), `pairs` (N publisher -> subscriber pairs,
+//! each on its own topic), `retained` (N retained QoS 1 publishes to
+//! distinct topics, W in flight), `retained-read` (N stored retained
+//! messages delivered to one new subscriber) and `conns` (N connections
+//! opened at a given rate, held, then closed: connection set-up cost).
+//! Every message carries a stamp (send time, publisher, sequence number), so
+//! every message is counted: loss and duplicates are reported, never
+//! hidden, and latency is measured end to end with an HDR histogram.
+//! Interactive runs show a progress line on stderr ([`progress`]).
 //!
 //! Every wait is bounded: connection set-up (transport handshakes included)
 //! by [`client::HANDSHAKE_TIMEOUT`], the run by its duration plus
@@ -21,18 +24,24 @@
 mod client;
 mod conns;
 mod latency;
+mod progress;
 mod publisher;
 mod pubsub;
 mod report;
+mod retained_read;
 mod stamp;
 mod subscriber;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pubsub;
 mod transport;
 mod workloads;
 mod ws;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -200,6 +209,12 @@ impl BaseArgs {
     fn mqtt_version(&self) -> &'static str {
         if self.protocol == 5 { "5.0" } else { "3.1.1" }
     }
+
+    /// Whether to draw the progress line: only for a person watching (stdout
+    /// and stderr both terminals) who did not ask for JSON only.
+    fn progress(&self) -> bool {
+        !self.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
+    }
 }
 
 /// Options of the publish/subscribe workloads.
@@ -207,17 +222,20 @@ impl BaseArgs {
 pub(crate) struct Common {
     #[command(flatten)]
     base: BaseArgs,
-    /// QoS of publishes and subscriptions [default: 0; retained: 1]
+    /// QoS of publishes and subscriptions [default: 0; retained: 1;
+    /// retained-read: 1, of the reading subscription]
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: Option<u8>,
     /// Payload size in bytes (the first 16 carry the stamp)
     #[arg(long, value_name = "BYTES", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(16..=16 * 1024 * 1024))]
     payload: u64,
-    /// Publish for SECS seconds at most [default: 10; 60 with --count]
+    /// Publish for SECS seconds at most [default: 10; 60 with --count;
+    /// retained-read: 60, the bound of each phase]
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
-    /// Publish N messages in total, then stop [retained default: 50000]
+    /// Publish N messages in total, then stop [retained, retained-read
+    /// default: 50000]
     #[arg(long, value_name = "N")]
     count: Option<u64>,
     /// QoS 1/2 messages in flight per publisher (capped by a 5.0 broker's
@@ -262,13 +280,14 @@ pub(crate) struct Schedule {
 }
 
 /// What the coordinator tells every connection task, through a `watch`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Control {
     /// Set when every connection is ready: the start signal.
     pub(crate) schedule: Option<Schedule>,
     /// Set when the publishers have finished: how many messages each
-    /// subscriber should receive.
-    pub(crate) expected: Option<u64>,
+    /// publisher sent (indexed by publisher id), so that every subscriber
+    /// knows how many to expect from the publishers it hears.
+    pub(crate) sent: Option<Arc<[u64]>>,
 }
 
 /// Carries out `mqdb bench`: runs the workload, prints the summary and the

@@ -6,6 +6,7 @@
 //! encoded into one buffer and written with a single `write_all`. The task
 //! never outlives the run's deadline: every wait is bounded by it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
@@ -15,6 +16,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 
 use super::client::Conn;
 use super::latency::Latency;
+use super::progress::Counters;
 use super::stamp::{PublishTemplate, Stamp, stamped_payload};
 use super::{Control, Schedule};
 
@@ -45,6 +47,8 @@ pub(crate) struct PubPlan {
     pub(crate) rate: Option<f64>,
     /// Most QoS 1/2 messages unacknowledged at once.
     pub(crate) window: u16,
+    /// The run's running totals (for the progress line).
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// What one publisher did.
@@ -166,6 +170,7 @@ async fn publish(
             timeout_at(schedule.deadline, conn.flush())
                 .await
                 .map_err(|_| anyhow!("write still blocked at the deadline"))??;
+            plan.counters.sent(n);
             stats.first_send.get_or_insert(now);
             stats.last_send = Some(Instant::now());
             continue;

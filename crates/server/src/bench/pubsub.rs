@@ -4,11 +4,14 @@
 //! waits for them, and adds up what each connection counted.
 //!
 //! Every workload is such a round: fan-in, fan-out and latency differ in
-//! their numbers, retained writes are a round without subscribers.
+//! their numbers, pairs give each publisher its own subscriber, retained
+//! writes are a round without subscribers.
 
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use mqdb_codec::QoS;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -16,6 +19,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::client::{Conn, HANDSHAKE_TIMEOUT, Target};
 use super::latency::{Latency, Percentiles};
+use super::progress::{Counters, Ticker};
 use super::publisher::{self, PubPlan, PubStats, Topics};
 use super::subscriber::{self, SubStats};
 use super::{Control, Schedule};
@@ -32,9 +36,7 @@ const JOIN_GRACE: Duration = Duration::from_secs(3);
 pub(crate) struct RoundPlan {
     /// Where each publisher sends; one entry per publisher.
     pub(crate) topics: Vec<Topics>,
-    pub(crate) subscribers: u32,
-    /// What every subscriber subscribes to; it must match every topic.
-    pub(crate) filter: String,
+    pub(crate) subscribers: Subscribers,
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
     pub(crate) payload: usize,
@@ -45,6 +47,50 @@ pub(crate) struct RoundPlan {
     pub(crate) window: u16,
     /// How long publishing lasts at most.
     pub(crate) duration: Duration,
+    /// Draw the progress line on stderr under this label.
+    pub(crate) progress: Option<String>,
+}
+
+/// Who subscribes, to what, and whose messages each one expects.
+#[derive(Debug, Clone)]
+pub(crate) enum Subscribers {
+    /// `count` subscribers on `filter` (which must match every topic), each
+    /// expecting every publisher's messages.
+    Shared { count: u32, filter: String },
+    /// One subscriber per publisher, on that publisher's fixed topic,
+    /// expecting its messages only.
+    Paired,
+}
+
+impl Subscribers {
+    /// No subscriber at all.
+    pub(crate) fn none() -> Self {
+        Subscribers::Shared {
+            count: 0,
+            filter: String::new(),
+        }
+    }
+}
+
+impl RoundPlan {
+    /// How many subscribing connections the round opens.
+    pub(crate) fn subscriber_count(&self) -> u32 {
+        match &self.subscribers {
+            Subscribers::Shared { count, .. } => *count,
+            Subscribers::Paired => u32::try_from(self.topics.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Subscriber `index`'s filter and the publishers it hears.
+    fn subscription(&self, index: u32, publishers: u32) -> Result<(String, Range<u32>)> {
+        match &self.subscribers {
+            Subscribers::Shared { filter, .. } => Ok((filter.clone(), 0..publishers)),
+            Subscribers::Paired => match self.topics.get(index as usize) {
+                Some(Topics::Fixed(topic)) => Ok((topic.clone(), index..index + 1)),
+                _ => bail!("paired subscriber {index} has no fixed topic to subscribe to"),
+            },
+        }
+    }
 }
 
 /// The counts of a round, added over all connections.
@@ -88,14 +134,19 @@ pub(crate) async fn run(target: &Target, plan: &RoundPlan) -> Result<Outcome> {
     let epoch = Instant::now();
     let publishers =
         u32::try_from(plan.topics.len()).map_err(|_| anyhow!("too many publishers"))?;
+    let subscribers = plan.subscriber_count();
+    let subscriptions = (0..subscribers)
+        .map(|index| plan.subscription(index, publishers))
+        .collect::<Result<Vec<_>>>()?;
     let (control, control_rx) = watch::channel(Control::default());
+    let counters = Arc::new(Counters::default());
 
     // Subscribers first, each acknowledged, so nothing published is missed.
     let (ready_tx, mut ready) = mpsc::channel(64);
     let mut subs: Vec<JoinHandle<SubStats>> = Vec::new();
-    for index in 0..plan.subscribers {
+    for (index, (filter, from)) in (0..subscribers).zip(subscriptions.iter().cloned()) {
         let (target, ready_tx, control_rx) = (target.clone(), ready_tx.clone(), control_rx.clone());
-        let (filter, qos) = (plan.filter.clone(), plan.qos);
+        let (qos, counters) = (plan.qos, Arc::clone(&counters));
         subs.push(tokio::spawn(async move {
             let setup = async {
                 let mut conn = Conn::connect(&target, &format!("sub{index}")).await?;
@@ -105,7 +156,7 @@ pub(crate) async fn run(target: &Target, plan: &RoundPlan) -> Result<Outcome> {
             match setup.await {
                 Ok(conn) => {
                     let _ = ready_tx.send(Ok(())).await;
-                    subscriber::run(conn, index, publishers, epoch, control_rx).await
+                    subscriber::run(conn, index, from, epoch, control_rx, &counters).await
                 }
                 Err(e) => {
                     let _ = ready_tx
@@ -128,6 +179,7 @@ pub(crate) async fn run(target: &Target, plan: &RoundPlan) -> Result<Outcome> {
             count: plan.count.map(|c| share(c, publishers, id)),
             rate: plan.rate,
             window: plan.window,
+            counters: Arc::clone(&counters),
         };
         pubs.push(tokio::spawn(async move {
             match Conn::connect(&target, &format!("pub{id}")).await {
@@ -145,7 +197,7 @@ pub(crate) async fn run(target: &Target, plan: &RoundPlan) -> Result<Outcome> {
         }));
     }
     drop(ready_tx);
-    if let Err(e) = all_ready(&mut ready, plan.subscribers + publishers).await {
+    if let Err(e) = all_ready(&mut ready, subscribers + publishers).await {
         drop(control);
         for task in &subs {
             task.abort();
@@ -162,16 +214,22 @@ pub(crate) async fn run(target: &Target, plan: &RoundPlan) -> Result<Outcome> {
         end: go + plan.duration,
         deadline: go + plan.duration + GRACE,
     };
+    let ticker = plan
+        .progress
+        .as_deref()
+        .and_then(|label| Ticker::start(true, label, &counters));
     control.send_modify(|c| c.schedule = Some(schedule));
     let join_by = schedule.deadline + JOIN_GRACE;
 
     let mut outcome = Outcome::default();
     let mut ack_latency = Latency::default();
     let (mut first_send, mut last_send, mut last_ack) = (None::<Instant>, None, None);
-    for task in pubs {
+    let mut sent = vec![0; pubs.len()];
+    for (task, sent) in pubs.into_iter().zip(&mut sent) {
         let Some(stats) = join(task, join_by, &mut outcome.errors).await else {
             continue;
         };
+        *sent = stats.sent;
         outcome.sent += stats.sent;
         outcome.acked += stats.acked;
         outcome.rejected += stats.rejected;
@@ -186,15 +244,17 @@ pub(crate) async fn run(target: &Target, plan: &RoundPlan) -> Result<Outcome> {
         last_send = last_send.max(stats.last_send);
         last_ack = last_ack.max(stats.last_ack);
     }
-    control.send_modify(|c| c.expected = Some(outcome.sent));
+    let sent: Arc<[u64]> = sent.into();
+    control.send_modify(|c| c.sent = Some(Arc::clone(&sent)));
 
     let mut latency = Latency::default();
     let mut last_receive = None;
-    for task in subs {
+    for (task, (_, from)) in subs.into_iter().zip(&subscriptions) {
+        // Counted even if the task failed: what it should have had is lost.
+        outcome.expected += expected(&sent, from.clone());
         let Some(stats) = join(task, join_by, &mut outcome.errors).await else {
             continue;
         };
-        outcome.expected += outcome.sent;
         outcome.received += stats.received;
         outcome.unique += stats.seqs.unique();
         outcome.duplicates += stats.seqs.duplicates();
@@ -209,7 +269,15 @@ pub(crate) async fn run(target: &Target, plan: &RoundPlan) -> Result<Outcome> {
     outcome.deliver_secs = secs_between(Some(go), last_receive);
     outcome.latency = latency.percentiles();
     outcome.ack_latency = ack_latency.percentiles();
+    drop(ticker);
     Ok(outcome)
+}
+
+/// Messages a subscriber hearing publishers `from` should receive, given
+/// what each publisher sent.
+pub(crate) fn expected(sent: &[u64], from: Range<u32>) -> u64 {
+    let range = from.start as usize..(from.end as usize).min(sent.len());
+    sent.get(range).map_or(0, |s| s.iter().sum())
 }
 
 /// Publisher `id`'s part of `total` messages over `n` publishers.
@@ -276,5 +344,13 @@ mod tests {
         let parts: Vec<u64> = (0..4).map(|id| share(10, 4, id)).collect();
         assert_eq!(parts, [3, 3, 2, 2]);
         assert_eq!((0..3).map(|id| share(2, 3, id)).sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn a_subscriber_expects_what_its_publishers_sent() {
+        let sent = [5, 7, 11];
+        assert_eq!(expected(&sent, 0..3), 23);
+        assert_eq!(expected(&sent, 1..2), 7);
+        assert_eq!(expected(&sent, 3..4), 0);
     }
 }

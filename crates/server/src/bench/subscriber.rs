@@ -6,6 +6,7 @@
 //! arrives for [`DRAIN_IDLE`] after the publishers finished, or at the
 //! deadline, whichever comes first.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
@@ -16,7 +17,9 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use super::Control;
 use super::client::{Conn, KEEP_ALIVE};
 use super::latency::{Latency, SeqTracker};
+use super::progress::Counters;
 use super::publisher::nanos_since;
+use super::pubsub::expected;
 use super::stamp::Stamp;
 
 /// How long a subscriber waits for stragglers once publishing is over.
@@ -37,39 +40,53 @@ pub(crate) struct SubStats {
     pub(crate) timed_out: bool,
 }
 
-/// Receives on `conn` (already subscribed) until done; `publishers` is the
-/// number of publishers whose stamps are valid.
+/// Receives on `conn` (already subscribed) until done; `from` are the
+/// publishers whose stamps are valid here, and whose messages it expects.
 pub(crate) async fn run(
     mut conn: Conn,
     index: u32,
-    publishers: u32,
+    from: Range<u32>,
     epoch: Instant,
     control: watch::Receiver<Control>,
+    counters: &Counters,
 ) -> SubStats {
     let mut stats = SubStats::default();
-    match receive(&mut conn, publishers, epoch, control, &mut stats).await {
+    let hears = Hears { from, counters };
+    match receive(&mut conn, &hears, epoch, control, &mut stats).await {
         Ok(()) => conn.disconnect().await,
         Err(e) => stats.error = Some(format!("subscriber {index}: {e:#}")),
     }
     stats
 }
 
+/// The publishers a subscriber hears, and where it adds what it read.
+struct Hears<'a> {
+    from: Range<u32>,
+    counters: &'a Counters,
+}
+
 async fn receive(
     conn: &mut Conn,
-    publishers: u32,
+    hears: &Hears<'_>,
     epoch: Instant,
     mut control: watch::Receiver<Control>,
     stats: &mut SubStats,
 ) -> Result<()> {
     let mut control_open = true;
-    // When the expected total became known.
-    let mut done_at: Option<Instant> = None;
+    // When the publishers' counts became known, and what they add up to.
+    let mut done: Option<(Instant, u64)> = None;
     loop {
         let now = Instant::now();
-        let current = *control.borrow_and_update();
+        let (schedule, sent) = {
+            let current = control.borrow_and_update();
+            let sent = done.is_none().then(|| current.sent.clone()).flatten();
+            (current.schedule, sent)
+        };
+        if let Some(sent) = sent {
+            done = Some((now, expected(&sent, hears.from.clone())));
+        }
         let mut drain_until = None;
-        if let Some(expected) = current.expected {
-            let done_at = *done_at.get_or_insert(now);
+        if let Some((done_at, expected)) = done {
             if stats.seqs.unique() >= expected {
                 return Ok(());
             }
@@ -79,12 +96,12 @@ async fn receive(
             }
             drain_until = Some(quiet_since + DRAIN_IDLE);
         }
-        let deadline = current.schedule.map(|s| s.deadline);
+        let deadline = schedule.map(|s| s.deadline);
         if deadline.is_some_and(|d| now >= d) {
             stats.timed_out = true;
             return Ok(());
         }
-        if !control_open && current.schedule.is_none() {
+        if !control_open && schedule.is_none() {
             bail!("the run was cancelled");
         }
         let ping_at = conn.last_write + KEEP_ALIVE / 2;
@@ -98,7 +115,7 @@ async fn receive(
         tokio::select! {
             read = conn.fill() => {
                 read?;
-                take_messages(conn, publishers, epoch, stats)?;
+                take_messages(conn, hears, epoch, stats)?;
             }
             changed = control.changed(), if control_open => {
                 control_open = changed.is_ok();
@@ -122,13 +139,13 @@ async fn receive(
 /// Counts every PUBLISH read so far and queues its acknowledgement.
 fn take_messages(
     conn: &mut Conn,
-    publishers: u32,
+    hears: &Hears<'_>,
     epoch: Instant,
     stats: &mut SubStats,
 ) -> Result<()> {
     // One clock reading per read batch: every message in it arrived by now.
     let now_ns = nanos_since(epoch);
-    let mut any = false;
+    let mut counted = 0;
     while let Some(packet) = conn.decoded()? {
         match packet {
             Packet::Publish(publish) => {
@@ -144,10 +161,12 @@ fn take_messages(
                     }
                 }
                 match Stamp::read(&publish.payload) {
-                    Some(s) if s.publisher < publishers && s.sent_ns <= now_ns => {
+                    Some(s) if hears.from.contains(&s.publisher) && s.sent_ns <= now_ns => {
                         stats.received += 1;
-                        any = true;
-                        if stats.seqs.insert(s.publisher, s.seq) {
+                        counted += 1;
+                        // Indexed from the first publisher heard: a paired
+                        // subscriber tracks one publisher, whatever its id.
+                        if stats.seqs.insert(s.publisher - hears.from.start, s.seq) {
                             stats.latency.record_ns(now_ns - s.sent_ns);
                         }
                     }
@@ -159,8 +178,9 @@ fn take_messages(
             _ => {}
         }
     }
-    if any {
+    if counted > 0 {
         stats.last_receive = Some(Instant::now());
+        hears.counters.received(counted);
     }
     Ok(())
 }

@@ -195,7 +195,7 @@ struct Inner {
     /// Background tasks that end when `closing` turns true.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     expiring: tokio::sync::mpsc::UnboundedSender<crate::expiry::Due>,
-    state: Mutex<State>,
+    state: std::sync::RwLock<State>,
     next_conn: AtomicU64,
     stats: Stats,
     retained: TableDef,
@@ -322,7 +322,7 @@ impl Broker {
                 feed: Mutex::new(None),
                 tasks: Mutex::new(vec![sweeper]),
                 expiring,
-                state: Mutex::default(),
+                state: std::sync::RwLock::default(),
                 next_conn: AtomicU64::new(1),
                 stats: Stats::default(),
                 retained: TableDef::schemaless(RETAINED_TABLE),
@@ -394,7 +394,7 @@ impl Broker {
         clean_start: bool,
         expiry: u32,
     ) -> (Client, bool) {
-        let mut state = self.inner.state.lock().expect("state lock");
+        let mut state = self.inner.state.write().expect("state lock");
         // A disconnected session past its expiry is gone, even if the
         // periodic sweep has not removed it yet (section 3.1.2.11.2).
         let now = now_ms();
@@ -466,7 +466,7 @@ impl Broker {
             .clients_connected
             .fetch_sub(1, Ordering::Relaxed);
         let stored = {
-            let mut state = self.inner.state.lock().expect("state lock");
+            let mut state = self.inner.state.write().expect("state lock");
             let mut c = client.lock().expect("client lock");
             if c.conn != Some(conn) {
                 return; // taken over: the new connection owns the session
@@ -526,7 +526,7 @@ impl Broker {
                 .unwrap_or_default();
             (table.name.clone(), query, matching)
         });
-        let mut state = self.inner.state.lock().expect("state lock");
+        let mut state = self.inner.state.write().expect("state lock");
         let existed = match query {
             Some((table, query, matching)) => {
                 let existed = state
@@ -571,7 +571,7 @@ impl Broker {
         client: &Client,
         filter: &TopicFilter,
     ) -> bool {
-        let mut state = self.inner.state.lock().expect("state lock");
+        let mut state = self.inner.state.write().expect("state lock");
         let before = state.queries.len();
         state
             .queries

@@ -85,7 +85,7 @@ impl Broker {
             }));
             self.inner
                 .state
-                .lock()
+                .write()
                 .expect("state lock")
                 .clients
                 .insert(client_id.clone(), client.clone());
@@ -134,7 +134,7 @@ impl Broker {
     /// (section 3.1.2.11.2: the session state is discarded then).
     pub(super) fn expire_sessions(&self) {
         let now = now_ms();
-        let mut state = self.inner.state.lock().expect("state lock");
+        let mut state = self.inner.state.write().expect("state lock");
         let expired: Vec<Arc<str>> = state
             .clients
             .iter()
@@ -159,7 +159,7 @@ impl Broker {
     /// Stores every persistent session (graceful shutdown).
     pub async fn persist_all(&self) {
         let clients: Vec<(Arc<str>, Client)> = {
-            let state = self.inner.state.lock().expect("state lock");
+            let state = self.inner.state.read().expect("state lock");
             state
                 .clients
                 .iter()

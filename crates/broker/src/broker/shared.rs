@@ -29,7 +29,8 @@ type Candidate<'a> = ((bool, usize), Client, &'a Arc<str>, &'a Sub);
 #[derive(Default)]
 pub(super) struct Shares {
     pub(super) trie: crate::trie::TopicTrie<(TopicFilter, Arc<str>), Sub>,
-    turn: HashMap<TopicFilter, usize>,
+    /// Round-robin positions, advanced under the read lock (routing).
+    turn: HashMap<TopicFilter, std::sync::atomic::AtomicUsize>,
 }
 
 impl Shares {
@@ -42,6 +43,7 @@ impl Shares {
         client: &Arc<str>,
         sub: Sub,
     ) -> bool {
+        self.turn.entry(group.clone()).or_default();
         self.trie
             .insert(inner, (group.clone(), client.clone()), sub)
             .is_some()
@@ -72,11 +74,10 @@ impl Shares {
     }
 
     /// Advances `group`'s turn and returns its previous value.
-    pub(super) fn next_turn(&mut self, group: &TopicFilter) -> usize {
-        let turn = self.turn.entry(group.clone()).or_default();
-        let now = *turn;
-        *turn = turn.wrapping_add(1);
-        now
+    pub(super) fn next_turn(&self, group: &TopicFilter) -> usize {
+        self.turn
+            .get(group)
+            .map_or(0, |t| t.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -121,7 +122,7 @@ impl super::Broker {
     /// Delivers `msg` to one member of every shared group it matches.
     pub(super) fn route_shared(
         &self,
-        state: &mut State,
+        state: &State,
         msg: &Arc<crate::message::Message>,
         routed: &mut super::Routed,
     ) {

@@ -15,7 +15,7 @@ impl Broker {
     pub fn figures(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
         let st = &self.inner.stats;
         let subscriptions = {
-            let state = self.inner.state.lock().expect("state lock");
+            let state = self.inner.state.read().expect("state lock");
             (state.trie.len() + state.queries.len()) as u64
         };
         vec![

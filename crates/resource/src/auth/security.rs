@@ -133,13 +133,7 @@ impl Security {
             self.0.throttle.admit(addr).await;
         }
         let result = self.check_password(username, password).await;
-        if let Some(addr) = remote {
-            match &result {
-                Ok(_) => self.0.throttle.succeeded(addr),
-                Err(AuthError::BadCredentials) => self.0.throttle.failed(addr),
-                Err(_) => {}
-            }
-        }
+        self.record(remote, result.as_ref().map(|_| ()));
         result
     }
 
@@ -212,17 +206,23 @@ impl Security {
                 }
                 _ => Err(AuthError::BadCredentials),
             });
-        if let Some(addr) = remote {
-            match &result {
-                Ok(_) => self.0.throttle.succeeded(addr),
-                Err(AuthError::BadCredentials) => self.0.throttle.failed(addr),
-                Err(_) => {}
-            }
-        }
+        self.record(remote, result.as_ref().map(|_| ()));
         result
     }
 
     // ---- end of SCRAM-SHA-256 ----
+
+    /// Tells the throttle how a login from `remote` ended: a success clears
+    /// the address, bad credentials count against it.
+    fn record(&self, remote: Option<IpAddr>, result: Result<(), &AuthError>) {
+        if let Some(addr) = remote {
+            match result {
+                Ok(()) => self.0.throttle.succeeded(addr),
+                Err(AuthError::BadCredentials) => self.0.throttle.failed(addr),
+                Err(_) => {}
+            }
+        }
+    }
 
     async fn check_password(
         &self,

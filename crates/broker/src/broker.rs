@@ -180,6 +180,17 @@ impl State {
     }
 }
 
+/// Held by a connection task while it runs; holds a counter, not the
+/// broker, so dropping it last proves the task let go of the broker.
+#[derive(Debug)]
+pub(crate) struct LiveConnection(Arc<AtomicU64>);
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The broker. Cheap to clone.
 #[derive(Clone)]
 pub struct Broker {
@@ -197,6 +208,8 @@ struct Inner {
     expiring: tokio::sync::mpsc::UnboundedSender<crate::expiry::Due>,
     state: std::sync::RwLock<State>,
     next_conn: AtomicU64,
+    /// Connection tasks still running (see [`Broker::live_connection`]).
+    live: Arc<AtomicU64>,
     stats: Stats,
     retained: TableDef,
     sessions: TableDef,
@@ -273,6 +286,12 @@ pub(crate) enum PublishError {
 }
 
 impl Broker {
+    /// Counts a connection task until the returned guard is dropped.
+    pub(crate) fn live_connection(&self) -> LiveConnection {
+        self.inner.live.fetch_add(1, Ordering::AcqRel);
+        LiveConnection(self.inner.live.clone())
+    }
+
     /// Users, roles and logins.
     pub fn security(&self) -> &Security {
         &self.inner.security
@@ -324,6 +343,7 @@ impl Broker {
                 expiring,
                 state: std::sync::RwLock::default(),
                 next_conn: AtomicU64::new(1),
+                live: Arc::new(AtomicU64::new(0)),
                 stats: Stats::default(),
                 retained: TableDef::schemaless(RETAINED_TABLE),
                 sessions: TableDef::schemaless(SESSIONS_TABLE),
@@ -690,8 +710,9 @@ impl Broker {
     pub async fn shutdown(&self, grace: std::time::Duration) {
         self.inner.closing.send_replace(true);
         let deadline = tokio::time::Instant::now() + grace;
-        while self.inner.stats.clients_connected.load(Ordering::Relaxed) > 0
-            && tokio::time::Instant::now() < deadline
+        // Until every connection task has ended (not only detached): a task
+        // still running holds the broker, and with it the store.
+        while self.inner.live.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }

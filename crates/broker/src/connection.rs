@@ -98,6 +98,12 @@ pub async fn serve_connection<S>(broker: Broker, stream: S, info: ConnInfo)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    // Declared first, dropped last: after everything holding the broker
+    // (shutdown waits for it, so no task outlives the store).
+    let _live = broker.live_connection();
+    // Moved into a local so that it, too, is dropped before `_live` (a
+    // parameter would be dropped after the body's locals).
+    let broker = broker;
     let (mut reader, mut writer) = tokio::io::split(stream);
     let limits = Limits {
         max_packet_size: broker.config().max_packet_size,
@@ -105,7 +111,9 @@ where
     // Buffers start small and grow with traffic (see `read_with_idle`), so
     // an idle connection costs little memory.
     let mut rbuf = BytesMut::with_capacity(MIN_READ);
-    // CONNECT first (MQTT-3.1.0-1), within a deadline.
+    // CONNECT first (MQTT-3.1.0-1), within a deadline; a shutdown ends
+    // the wait.
+    let mut closing = broker.closing();
     let connect = tokio::time::timeout(CONNECT_TIMEOUT, async {
         loop {
             match decode(&mut rbuf, Version::V5, &limits) {
@@ -114,9 +122,12 @@ where
                 Ok(None) => {}
                 Err(e) => return Err(Some(e)),
             }
-            match reader.read_buf(&mut rbuf).await {
-                Ok(0) | Err(_) => return Err(None),
-                Ok(_) => {}
+            tokio::select! {
+                read = reader.read_buf(&mut rbuf) => match read {
+                    Ok(0) | Err(_) => return Err(None),
+                    Ok(_) => {}
+                },
+                () = until_true(&mut closing) => return Err(None),
             }
         }
     })

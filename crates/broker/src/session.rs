@@ -252,7 +252,7 @@ impl Session {
     pub fn resume(&mut self) -> Vec<ResendPacket> {
         let mut out: Vec<ResendPacket> = self
             .in_flight
-            .iter()
+            .in_send_order()
             .into_iter()
             .map(|(&id, state)| {
                 let pid = PacketId::new(id).expect("in-flight ids are non-zero");
@@ -274,7 +274,7 @@ impl Session {
     pub fn take_shared(&mut self) -> Vec<Outgoing> {
         let ids: Vec<u16> = self
             .in_flight
-            .iter()
+            .in_send_order()
             .into_iter()
             .filter(|(_, s)| matches!(s, InFlight::AwaitingPubAck(m) if m.shared.is_some()))
             .map(|(&id, _)| id)
@@ -300,7 +300,10 @@ impl Session {
 
     /// In-flight entries in order (for persistence).
     pub fn in_flight_entries(&self) -> impl Iterator<Item = (u16, &InFlight)> + '_ {
-        self.in_flight.iter().into_iter().map(|(&id, s)| (id, s))
+        self.in_flight
+            .in_send_order()
+            .into_iter()
+            .map(|(&id, s)| (id, s))
     }
 
     /// Queued messages in order (for persistence).
@@ -412,7 +415,7 @@ impl InFlightTable {
     }
 
     /// The entries in the order they were sent.
-    fn iter(&self) -> Vec<(&u16, &InFlight)> {
+    fn in_send_order(&self) -> Vec<(&u16, &InFlight)> {
         let mut all: Vec<(u64, &u16, &InFlight)> = self
             .entries
             .iter()

@@ -44,9 +44,6 @@ impl TableOp {
 pub struct TableOps(u8);
 
 impl TableOps {
-    /// Every operation.
-    pub const ALL: TableOps = TableOps(15);
-
     /// Adds `op`.
     #[must_use]
     pub fn with(self, op: TableOp) -> TableOps {

@@ -8,7 +8,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 
 use crate::{Change, StorageError, Store};
 
@@ -46,6 +49,19 @@ impl ChangeCursor {
                 self.last = c.seq;
                 return Ok(c);
             }
+            // What the broadcast already holds comes first: the log is read
+            // only for a hole, not for a change still on its way here.
+            match self.rx.try_recv() {
+                Ok(c) => {
+                    if let Some(c) = self.take(c)? {
+                        return Ok(c);
+                    }
+                    continue;
+                }
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(TryRecvError::Closed) => return Err(StorageError::Closed),
+                Err(TryRecvError::Empty) => {}
+            }
             // Changes committed before this cursor's subscription (or lost to
             // lag) are in the log up to last_seq.
             let committed = self.store.last_seq();
@@ -56,19 +72,36 @@ impl ChangeCursor {
                 }
             }
             match self.rx.recv().await {
-                Ok(c) if c.seq <= self.last => continue,
-                Ok(c) if c.seq == self.last + 1 => {
-                    self.last = c.seq;
-                    return Ok(c);
-                }
                 Ok(c) => {
-                    self.fill_from_log(c.seq - 1)?;
-                    self.backlog.push_back(c);
+                    if let Some(c) = self.take(c)? {
+                        return Ok(c);
+                    }
                 }
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return Err(StorageError::Closed),
             }
         }
+    }
+
+    /// A change from the broadcast: the next one (returned), an old one
+    /// (dropped), or one after a hole (kept behind the hole, filled from
+    /// the log).
+    fn take(&mut self, c: Arc<Change>) -> Result<Option<Arc<Change>>, StorageError> {
+        if c.seq <= self.last {
+            return Ok(None);
+        }
+        if c.seq == self.last + 1 {
+            self.last = c.seq;
+            return Ok(Some(c));
+        }
+        self.fill_from_log(c.seq - 1)?;
+        // A hole wider than one catch-up step is not filled yet: then `c`
+        // is read again from the log (it is committed) after the rest.
+        let filled_to = self.backlog.back().map_or(self.last, |b| b.seq);
+        if filled_to + 1 == c.seq {
+            self.backlog.push_back(c);
+        }
+        Ok(None)
     }
 
     fn fill_from_log(&mut self, upto: u64) -> Result<(), StorageError> {

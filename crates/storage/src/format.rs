@@ -154,23 +154,31 @@ pub(crate) struct LogEntry {
     pub(crate) id: String,
 }
 
-pub(crate) fn encode_log(e: &LogEntry) -> Bytes {
-    let payload: &[u8] = match &e.op {
+/// Encodes a log entry from its parts (the writer has them as a `Change`;
+/// nothing is copied but into the encoded buffer).
+pub(crate) fn encode_log(
+    op: &ChangeOp,
+    hlc: Timestamp,
+    node: NodeId,
+    table: &str,
+    id: &str,
+) -> Bytes {
+    let payload: &[u8] = match op {
         ChangeOp::Put(p) => p,
         ChangeOp::Delete => &[],
     };
-    let mut buf = BytesMut::with_capacity(22 + e.table.len() + e.id.len() + payload.len());
+    let mut buf = BytesMut::with_capacity(22 + table.len() + id.len() + payload.len());
     buf.put_u8(FORMAT_V1);
-    buf.put_u8(match e.op {
+    buf.put_u8(match op {
         ChangeOp::Put(_) => 1,
         ChangeOp::Delete => 2,
     });
-    buf.put_u64(e.hlc);
-    buf.put_u64(e.node);
-    buf.put_u16(e.table.len() as u16);
-    buf.put_slice(e.table.as_bytes());
-    buf.put_u16(e.id.len() as u16);
-    buf.put_slice(e.id.as_bytes());
+    buf.put_u64(hlc);
+    buf.put_u64(node);
+    buf.put_u16(table.len() as u16);
+    buf.put_slice(table.as_bytes());
+    buf.put_u16(id.len() as u16);
+    buf.put_slice(id.as_bytes());
     buf.put_slice(payload);
     buf.freeze()
 }
@@ -243,7 +251,10 @@ mod tests {
                 table: "T".into(),
                 id: "a/b".into(),
             };
-            assert_eq!(decode_log(encode_log(&e)).unwrap(), e);
+            assert_eq!(
+                decode_log(encode_log(&e.op, e.hlc, e.node, &e.table, &e.id)).unwrap(),
+                e
+            );
         }
     }
 

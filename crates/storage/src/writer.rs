@@ -24,8 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::StorageError;
 use crate::engine::{BatchOp, Engine, Space};
 use crate::format::{
-    ChangeOp, LogEntry, NodeId, StoredRecord, decode_record, encode_log, encode_record, index_key,
-    record_key,
+    ChangeOp, NodeId, StoredRecord, decode_record, encode_log, encode_record, index_key, record_key,
 };
 use crate::hlc::Hlc;
 use crate::types::{Change, Decision, Mutation, Record, WriteOp, WriteOutcome};
@@ -157,12 +156,14 @@ impl Writer {
             }
             self.last_seq.store(self.next_seq - 1, Ordering::Release);
         }
-        for (reply, outcomes) in replies {
-            let _ = reply.send(Ok(outcomes));
-        }
+        // The feed first: once a write is acknowledged, its change is on the
+        // feed (a cursor that sees the ack finds the change without the log).
         for change in changes {
             // No receiver is not an error: nobody is watching.
             let _ = self.feed.send(change);
+        }
+        for (reply, outcomes) in replies {
+            let _ = reply.send(Ok(outcomes));
         }
     }
 
@@ -251,14 +252,11 @@ impl Writer {
         } else {
             ChangeOp::Put(payload)
         };
-        let entry = LogEntry {
-            op: change_op.clone(),
-            hlc,
-            node,
-            table: op.table.to_string(),
-            id: op.id.to_string(),
-        };
-        pending.put(Space::Log, seq.to_be_bytes().to_vec(), encode_log(&entry));
+        pending.put(
+            Space::Log,
+            seq.to_be_bytes().to_vec(),
+            encode_log(&change_op, hlc, node, &op.table, &op.id),
+        );
         pending.changes.push(Arc::new(Change {
             seq,
             table: op.table,

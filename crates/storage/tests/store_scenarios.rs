@@ -281,6 +281,42 @@ async fn the_feed_delivers_every_change_in_order_even_after_lagging() {
     assert_eq!((&*first.table, &*first.id), ("T", "before"));
 }
 
+/// A cursor far behind (more than one catch-up step from the log) that
+/// also receives new changes on the broadcast fills the whole hole first.
+#[tokio::test]
+async fn a_cursor_far_behind_gets_the_log_before_newer_broadcast_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .write(
+            (0..3000)
+                .map(|i| put("T", &format!("old-{i}"), "v"))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut cursor = store.follow(0);
+    // Committed after the cursor subscribed: on its broadcast receiver too
+    // (an acknowledged change is already on the feed).
+    for i in 0..5 {
+        store
+            .write_one(put("T", &format!("new-{i}"), "v"))
+            .await
+            .unwrap();
+    }
+    let read_all = async {
+        let mut seen = Vec::new();
+        while seen.len() < 3005 {
+            seen.push(cursor.next().await.unwrap().seq);
+        }
+        seen
+    };
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
+        .await
+        .expect("changes were skipped: the cursor waits for ones it passed");
+    assert_eq!(seen, (1..=3005).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn reopening_keeps_records_and_continues_the_sequence() {
     let dir = tempfile::tempdir().unwrap();

@@ -37,7 +37,7 @@ mod subscriptions;
 use connect::refuse_malformed_connect;
 
 /// Read space an idle connection keeps (and the first read's size).
-const MIN_READ: usize = 512;
+const MIN_READ: usize = 256;
 /// The most read space added at once for a busy connection.
 const MAX_READ: usize = 64 * 1024;
 /// A buffer larger than this is released once it is empty again.
@@ -94,7 +94,20 @@ pub async fn serve_tcp(
 }
 
 /// Serves one MQTT connection until it ends.
-pub async fn serve_connection<S>(broker: Broker, stream: S, info: ConnInfo)
+pub fn serve_connection<S>(
+    broker: Broker,
+    stream: S,
+    info: ConnInfo,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    // An async fn keeps its arguments for its whole life: the connection's
+    // description goes in boxed, so the idle task does not carry it twice.
+    serve(broker, stream, Box::new(info))
+}
+
+async fn serve<S>(broker: Broker, stream: S, info: Box<ConnInfo>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -117,7 +130,8 @@ where
     let connect = tokio::time::timeout(CONNECT_TIMEOUT, async {
         loop {
             match decode(&mut rbuf, Version::V5, &limits) {
-                Ok(Some(Packet::Connect(c))) => return Ok(c),
+                // Boxed: the task keeps its CONNECT slot for its whole life.
+                Ok(Some(Packet::Connect(c))) => return Ok(Box::new(c)),
                 Ok(Some(_)) => return Err(None),
                 Ok(None) => {}
                 Err(e) => return Err(Some(e)),
@@ -141,7 +155,7 @@ where
         }
         _ => return,
     };
-    let mut conn = Conn::new(broker, connect.protocol, info);
+    let mut conn = Conn::new(broker, connect.protocol, *info);
     conn.event(EventKind::Connection, None);
     if let Err(close) = conn
         .run(connect, &mut reader, &mut writer, rbuf, limits)
@@ -168,7 +182,8 @@ struct Conn {
     declared: Option<Format>,
     /// Format this client prefers for records (CONNECT user property `accept`).
     accept: Format,
-    will: Option<Publish>,
+    /// Boxed: most connections have none, and every one carries the field.
+    will: Option<Box<Publish>>,
     /// Will Delay Interval in seconds (5.0).
     will_delay: u32,
     keep_alive: Duration,
@@ -281,7 +296,7 @@ impl Conn {
 
     async fn run<R, W>(
         &mut self,
-        connect: Connect,
+        connect: Box<Connect>,
         reader: &mut R,
         writer: &mut W,
         mut rbuf: BytesMut,

@@ -18,11 +18,12 @@ use crate::events::EventKind;
 use crate::session::ResendPacket;
 
 impl Conn {
-    pub(super) async fn handle_connect<R, W>(&mut self, c: Connect, io: Io<'_, R, W>)
+    pub(super) async fn handle_connect<R, W>(&mut self, c: Box<Connect>, io: Io<'_, R, W>)
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        let c = *c;
         let credentials = (
             c.username.as_ref().map(|u| u.to_string()),
             c.password.as_ref().map(|p| p.to_vec()),
@@ -80,22 +81,24 @@ impl Conn {
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval)
             .unwrap_or(0);
-        self.will = c.will.map(|w| Publish {
-            dup: false,
-            qos: w.qos,
-            retain: w.retain,
-            topic: w.topic,
-            packet_id: None,
-            properties: mqdb_codec::PublishProperties {
-                payload_format_indicator: w.properties.payload_format_indicator,
-                message_expiry_interval: w.properties.message_expiry_interval,
-                content_type: w.properties.content_type,
-                response_topic: w.properties.response_topic,
-                correlation_data: w.properties.correlation_data,
-                user_properties: w.properties.user_properties,
-                ..Default::default()
-            },
-            payload: w.payload,
+        self.will = c.will.map(|w| {
+            Box::new(Publish {
+                dup: false,
+                qos: w.qos,
+                retain: w.retain,
+                topic: w.topic,
+                packet_id: None,
+                properties: mqdb_codec::PublishProperties {
+                    payload_format_indicator: w.properties.payload_format_indicator,
+                    message_expiry_interval: w.properties.message_expiry_interval,
+                    content_type: w.properties.content_type,
+                    response_topic: w.properties.response_topic,
+                    correlation_data: w.properties.correlation_data,
+                    user_properties: w.properties.user_properties,
+                    ..Default::default()
+                },
+                payload: w.payload,
+            })
         });
         let mut server_reference: Option<String> = None;
         // 3.1.1 MQTT-3.1.3-8: an empty client id needs a clean session.

@@ -50,8 +50,9 @@ pub(super) struct EnhancedAuth {
     /// The method authenticated with at CONNECT; `None` when the client
     /// did not use enhanced authentication.
     method: Option<ByteString>,
-    /// A re-authentication waiting for the client-final-message.
-    pending: Option<ScramServer>,
+    /// A re-authentication waiting for the client-final-message (boxed:
+    /// rare, and every connection carries this state).
+    pending: Option<Box<ScramServer>>,
 }
 
 /// The socket halves and read buffer of a connection, lent to CONNECT
@@ -223,7 +224,7 @@ impl Conn {
                     ));
                     return Err(self.reauth_failed(&e));
                 }
-                self.enhanced.pending = Some(exchange);
+                self.enhanced.pending = Some(Box::new(exchange));
                 self.send(&auth_packet(
                     ReasonCode::ContinueAuthentication,
                     &method,
@@ -233,7 +234,7 @@ impl Conn {
             }
             (ReasonCode::ContinueAuthentication, Some(exchange)) => {
                 let remote = self.info.remote_addr.map(|a| a.ip());
-                match security.scram_login(exchange, &data, remote).await {
+                match security.scram_login(*exchange, &data, remote).await {
                     Ok((principal, server_final)) => {
                         self.principal = Some(principal);
                         self.send(&auth_packet(ReasonCode::Success, &method, server_final));

@@ -118,6 +118,11 @@ pub(crate) struct ClientState {
     /// The outbox overflowed (the client reads slower than it is sent
     /// to): its connection is closed with 0x97 Quota exceeded.
     pub(crate) over_quota: bool,
+    /// The connection did not take its queue within `QOS0_PACE_WAIT` of a
+    /// publisher waiting on it: publishers are not paced by it until it
+    /// takes its queue again (a stuck reader does not slow everyone; its
+    /// queue fills up to `max_outbox` instead).
+    pub(crate) stalled: bool,
     /// Wakes the owning connection (new outbox packets, or take-over).
     pub(crate) wake: Arc<Notify>,
     /// Notified when the session's queue has room again (publishers held
@@ -228,6 +233,18 @@ impl std::fmt::Debug for Broker {
 /// How long a publish waits for room in a subscriber's full queue.
 const BACKPRESSURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// QoS 0 messages queued for one connected subscriber above which its
+/// publishers are paced: the message is still queued (nothing reordered,
+/// nothing lost), but the publisher's connection waits for the subscriber
+/// to take its queue before it reads on. Without it, publishers reading in
+/// large batches outrun a subscriber until its queue overflows.
+const QOS0_HIGH_WATER: usize = 4_096;
+
+/// How long a paced publisher waits at most for one subscriber (a slow
+/// reader with a large write in progress takes its queue again well
+/// within it; one that does not is taken as stalled).
+const QOS0_PACE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How a message is fitted to one subscriber: its QoS, RETAIN flag,
 /// subscription identifiers and payload format.
 #[derive(Debug, Clone)]
@@ -254,6 +271,8 @@ pub(crate) struct Blocked {
 pub(crate) struct Routed {
     blocked: Vec<Blocked>,
     stored: Vec<(Arc<str>, Client, u64)>,
+    /// Subscribers whose QoS 0 queue is above `QOS0_HIGH_WATER`.
+    paced: Vec<Client>,
 }
 
 /// The result of offering a message to one session.
@@ -262,6 +281,8 @@ pub(crate) enum Offer {
     Done,
     /// The queue is full: nothing was done.
     Full,
+    /// Queued, above the QoS 0 high-water mark: the publisher should wait.
+    Paced,
     /// Queued for a disconnected persistent session, at this generation.
     Stored(u64),
 }
@@ -458,6 +479,7 @@ impl Broker {
                     conn: Some(conn),
                     outbox: Vec::new(),
                     over_quota: false,
+                    stalled: false,
                     wake: Arc::new(Notify::new()),
                     space: Arc::new(Notify::new()),
                     expiry,

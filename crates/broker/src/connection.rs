@@ -38,6 +38,9 @@ use connect::refuse_malformed_connect;
 
 /// Read space an idle connection keeps (and the first read's size).
 const MIN_READ: usize = 256;
+/// Less free read space than this is grown before reading (a busy
+/// connection reads in large steps, not in the crumbs left at the end).
+const MIN_SPARE: usize = 128;
 /// The most read space added at once for a busy connection.
 const MAX_READ: usize = 64 * 1024;
 /// A buffer larger than this is released once it is empty again.
@@ -430,6 +433,7 @@ impl Conn {
             Some(self.keep_alive * 3 / 2)
         };
         let mut last_packet = tokio::time::Instant::now();
+        let mut read_size = MIN_READ;
         let mut closing = self.broker.closing();
         loop {
             self.complete_ready_acks()?;
@@ -439,7 +443,7 @@ impl Conn {
             let reading = self.acks.len() < MAX_PENDING_PUBLISHES;
             let wake = client.lock().expect("client lock").wake.clone();
             tokio::select! {
-                read = read_with_idle(reader, rbuf, idle.map(|i| last_packet + i)), if reading => {
+                read = read_with_idle(reader, rbuf, &mut read_size, idle.map(|i| last_packet + i)), if reading => {
                     match read {
                         ReadOutcome::Data => last_packet = tokio::time::Instant::now(),
                         ReadOutcome::Eof => return Err(Close::Client { will: true }),
@@ -526,6 +530,11 @@ impl Conn {
                     ReasonCode::QuotaExceeded,
                     "quota exceeded: too many messages waiting for this client to read",
                 ));
+            }
+            if !c.outbox.is_empty() {
+                // Publishers paced by this queue's length read on.
+                c.stalled = false;
+                c.space.notify_waiters();
             }
             std::mem::take(&mut c.outbox)
         };
@@ -813,19 +822,22 @@ enum ReadOutcome {
 async fn read_with_idle<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
+    read_size: &mut usize,
     deadline: Option<tokio::time::Instant>,
 ) -> ReadOutcome {
-    // Read space follows the traffic: a connection whose last read filled
-    // what it had gets twice as much (up to MAX_READ); an emptied buffer
-    // grown far beyond what idle needs is released.
+    // Read space follows the traffic: `read_size` doubles (up to MAX_READ)
+    // after a read that filled all the space it had, and halves (down to
+    // MIN_READ) after one that used less than an eighth of it. Packets
+    // split off the buffer keep its old allocation alive, so what is left
+    // of it shrinks: it is topped up to `read_size`, not grown from itself.
+    // An emptied buffer grown far beyond what idle needs is released.
     if buf.is_empty() && buf.capacity() > MAX_IDLE_BUFFER {
         *buf = BytesMut::with_capacity(MIN_READ);
     }
-    let spare = buf.capacity() - buf.len();
-    if spare < MIN_READ / 4 {
-        let grow = (buf.capacity() * 2).clamp(MIN_READ, MAX_READ);
-        buf.reserve(grow);
+    if buf.capacity() - buf.len() < (*read_size / 2).max(MIN_SPARE) {
+        buf.reserve(*read_size);
     }
+    let spare = buf.capacity() - buf.len();
     let read = reader.read_buf(buf);
     let result = match deadline {
         Some(at) => match tokio::time::timeout_at(at, read).await {
@@ -836,7 +848,14 @@ async fn read_with_idle<R: AsyncRead + Unpin>(
     };
     match result {
         Ok(0) | Err(_) => ReadOutcome::Eof,
-        Ok(_) => ReadOutcome::Data,
+        Ok(n) => {
+            if n >= spare {
+                *read_size = (*read_size * 2).min(MAX_READ);
+            } else if n < *read_size / 8 {
+                *read_size = (*read_size / 2).max(MIN_READ);
+            }
+            ReadOutcome::Data
+        }
     }
 }
 

@@ -13,7 +13,8 @@ use mqdb_resource::{Format, TableDef};
 use mqdb_storage::ChangeOp;
 
 use super::{
-    BACKPRESSURE_WAIT, Blocked, Broker, Client, Fit, MessageIter, Offer, PublishDone, Routed, State,
+    BACKPRESSURE_WAIT, Blocked, Broker, Client, Fit, MessageIter, Offer, PublishDone,
+    QOS0_HIGH_WATER, QOS0_PACE_WAIT, Routed, State,
 };
 use crate::message::{Message, Payload, now_ms};
 use crate::session::Outgoing;
@@ -54,6 +55,12 @@ impl Broker {
                 };
                 match self.deliver(client, msg, &fit, false) {
                     Offer::Done => {}
+                    // A publisher never waits for its own queue: its task is
+                    // the one that empties it.
+                    Offer::Paced if msg.origin.as_ref() != Some(client_id) => {
+                        routed.paced.push(client.clone());
+                    }
+                    Offer::Paced => {}
                     Offer::Full => routed.blocked.push(Blocked {
                         client: client.clone(),
                         msg: msg.clone(),
@@ -75,11 +82,12 @@ impl Broker {
     /// delivery found room (the publisher's ack waits for it).
     pub(super) fn route_waiting(&self, msg: &Arc<Message>) -> PublishDone {
         let routed = self.route(msg);
-        if routed.blocked.is_empty() && routed.stored.is_empty() {
+        if routed.blocked.is_empty() && routed.stored.is_empty() && routed.paced.is_empty() {
             return Box::pin(std::future::ready(Ok(())));
         }
         let broker = self.clone();
         Box::pin(async move {
+            broker.wait_paced(routed.paced).await;
             broker.deliver_blocked(routed.blocked).await;
             for (id, client, generation) in routed.stored {
                 broker.store_queue(&id, &client, generation).await;
@@ -99,6 +107,40 @@ impl Broker {
         for (id, client, generation) in routed.stored {
             let broker = self.clone();
             tokio::spawn(async move { broker.store_queue(&id, &client, generation).await });
+        }
+    }
+
+    /// Waits until each subscriber's QoS 0 queue is below the high-water
+    /// mark again (its connection took it), or gone, or `QOS0_PACE_WAIT`
+    /// passed, which marks the subscriber stalled (the messages are queued
+    /// already: nothing is dropped here).
+    async fn wait_paced(&self, paced: Vec<Client>) {
+        let deadline = tokio::time::Instant::now() + QOS0_PACE_WAIT;
+        let high_water = QOS0_HIGH_WATER.min(self.inner.config.max_outbox);
+        let below =
+            |c: &super::ClientState| c.conn.is_none() || c.stalled || c.outbox.len() < high_water;
+        for client in paced {
+            loop {
+                let space = {
+                    let c = client.lock().expect("client lock");
+                    if below(&c) {
+                        break;
+                    }
+                    c.space.clone()
+                };
+                let notified = space.notified();
+                tokio::pin!(notified);
+                // Registered before the second look, so a take in between
+                // is not missed.
+                notified.as_mut().enable();
+                if below(&client.lock().expect("client lock")) {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    client.lock().expect("client lock").stalled = true;
+                    break;
+                }
+            }
         }
     }
 
@@ -169,6 +211,7 @@ impl Broker {
             return Offer::Full;
         }
         let before = c.session.dropped;
+        let mut offer = Offer::Done;
         if let Some(p) = c.session.deliver(outgoing) {
             if p.qos == QoS::AtMostOnce && c.outbox.len() >= self.inner.config.max_outbox {
                 c.session.dropped += 1;
@@ -177,6 +220,10 @@ impl Broker {
             } else {
                 c.outbox.push(p);
                 c.wake.notify_one();
+                let high_water = QOS0_HIGH_WATER.min(self.inner.config.max_outbox);
+                if qos == QoS::AtMostOnce && !force && !c.stalled && c.outbox.len() >= high_water {
+                    offer = Offer::Paced;
+                }
             }
         }
         let dropped = c.session.dropped - before;
@@ -186,7 +233,7 @@ impl Broker {
                 .messages_dropped
                 .fetch_add(dropped, Ordering::Relaxed);
         }
-        Offer::Done
+        offer
     }
 
     /// Follows the change feed: every committed change of an exported table

@@ -71,6 +71,7 @@ impl Broker {
             let client_id: Arc<str> = entry.id.as_str().into();
             let client = Arc::new(Mutex::new(ClientState {
                 over_quota: false,
+                stalled: false,
                 session: stored.session,
                 conn: None,
                 outbox: Vec::new(),

@@ -156,6 +156,10 @@ impl super::Broker {
             };
             match self.deliver(&client, msg, &fit, false) {
                 super::Offer::Done => {}
+                super::Offer::Paced if msg.origin.as_ref() != Some(id) => {
+                    routed.paced.push(client);
+                }
+                super::Offer::Paced => {}
                 super::Offer::Full => routed.blocked.push(super::Blocked {
                     client,
                     msg: msg.clone(),

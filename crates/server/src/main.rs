@@ -9,6 +9,7 @@
 mod bench;
 mod cli;
 mod config;
+mod memory;
 mod security;
 mod serve;
 mod tls;

@@ -165,8 +165,10 @@ pub(crate) async fn run(config: Config, shutdown: impl Future<Output = ()>) -> R
         mqtt,
         wait_for(stopped),
     ));
+    let trim = tokio::spawn(crate::memory::trim_periodically());
     info!("ready; waiting for SIGINT or SIGTERM");
     shutdown.await;
+    trim.abort();
     let _ = stop.send(true);
     match http_task.await {
         Ok(Ok(())) => {}

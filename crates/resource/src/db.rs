@@ -112,7 +112,14 @@ impl Database {
         meta: Meta,
     ) -> Result<Completion, ResourceError> {
         let (value, index) = prepare(table, id, body, &meta)?;
-        self.submit(table, id, Mutation::Put { value, index }).await
+        // Without an index the writer need not read the old record first
+        // (this path does not report whether it existed).
+        let mutation = if index.is_empty() && table.indexed_attributes().next().is_none() {
+            Mutation::Overwrite { value }
+        } else {
+            Mutation::Put { value, index }
+        };
+        self.submit(table, id, mutation).await
     }
 
     /// Queues a delete of the record `id` (see [`Database::submit_put`]).

@@ -49,6 +49,16 @@ pub enum Mutation {
         /// Its index entries.
         index: Vec<IndexEntry>,
     },
+    /// Replace the record (or create it) without reading it first: for a
+    /// table that has no index (the old record then has no index entries to
+    /// remove) and a caller that need not know whether it existed (the
+    /// outcome says `existed: false`). A replicated write (with a stamp)
+    /// is treated as `Put`: last-writer-wins needs the current record.
+    /// It saves the writer thread a point read per write.
+    Overwrite {
+        /// The payload.
+        value: Bytes,
+    },
     /// Delete the record.
     Delete,
     /// Decide from the current record.
@@ -62,6 +72,10 @@ impl fmt::Debug for Mutation {
                 .debug_struct("Put")
                 .field("len", &value.len())
                 .field("index", index)
+                .finish(),
+            Mutation::Overwrite { value } => f
+                .debug_struct("Overwrite")
+                .field("len", &value.len())
                 .finish(),
             Mutation::Delete => f.write_str("Delete"),
             Mutation::Modify(_) => f.write_str("Modify(..)"),

@@ -179,7 +179,12 @@ impl Writer {
 
     fn apply(&mut self, op: WriteOp, pending: &mut Pending) -> Result<WriteOutcome, StorageError> {
         let key = record_key(&op.table, &op.id);
-        let current = self.current(&key, pending)?;
+        let blind = matches!(op.mutation, Mutation::Overwrite { .. }) && op.stamp.is_none();
+        let current = if blind {
+            None
+        } else {
+            self.current(&key, pending)?
+        };
         let live = current.as_ref().filter(|r| !r.tombstone);
         let existed = live.is_some();
         if let Some((hlc, node)) = op.stamp {
@@ -192,6 +197,10 @@ impl Writer {
         }
         let decision = match op.mutation {
             Mutation::Put { value, index } => Decision::Put { value, index },
+            Mutation::Overwrite { value } => Decision::Put {
+                value,
+                index: Vec::new(),
+            },
             // A local delete of nothing changes nothing; a replicated one
             // leaves a tombstone so an older write cannot resurrect the record.
             Mutation::Delete if !existed && op.stamp.is_none() => Decision::Unchanged,
@@ -272,7 +281,7 @@ impl Writer {
 fn payload_len(ops: &[WriteOp]) -> usize {
     ops.iter()
         .map(|op| match &op.mutation {
-            Mutation::Put { value, .. } => value.len(),
+            Mutation::Put { value, .. } | Mutation::Overwrite { value } => value.len(),
             _ => 64,
         })
         .sum()

@@ -204,6 +204,66 @@ async fn last_writer_wins_on_timestamp_then_node() {
     assert!(store.get("T", "k").unwrap().unwrap().hlc > 200 << 16);
 }
 
+fn overwrite(id: &str, value: &str) -> WriteOp {
+    WriteOp::local(
+        "T",
+        id,
+        Mutation::Overwrite {
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        },
+    )
+}
+
+/// `Overwrite` writes without reading: records, versions and the feed are
+/// as with `Put`; only `existed` is not known (reported false).
+#[tokio::test]
+async fn an_overwrite_creates_and_replaces_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut cursor = store.follow(0);
+    let first = store.write_one(overwrite("k", "1")).await.unwrap();
+    // Twice in one group, then once more alone: the last value wins.
+    let outcomes = store
+        .write(vec![overwrite("k", "2"), overwrite("k", "3")])
+        .await
+        .unwrap();
+    let last = store.write_one(overwrite("k", "4")).await.unwrap();
+    for outcome in [&first, &outcomes[0], &outcomes[1], &last] {
+        assert!(
+            matches!(outcome, WriteOutcome::Written { existed: false, .. }),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(value(&store, "T", "k").as_deref(), Some("4"));
+    let WriteOutcome::Written { seq, .. } = last else {
+        unreachable!()
+    };
+    assert_eq!(store.get("T", "k").unwrap().unwrap().seq, seq);
+    let mut values = Vec::new();
+    for _ in 0..4 {
+        match &cursor.next().await.unwrap().op {
+            ChangeOp::Put(v) => values.push(String::from_utf8(v.to_vec()).unwrap()),
+            ChangeOp::Delete => panic!("a delete"),
+        }
+    }
+    assert_eq!(values, ["1", "2", "3", "4"]);
+    // A replicated overwrite still follows last-writer-wins.
+    let old = WriteOp {
+        stamp: Some((1, 9)),
+        ..overwrite("k", "stale")
+    };
+    assert_eq!(
+        store.write_one(old).await.unwrap(),
+        WriteOutcome::Superseded
+    );
+    assert_eq!(value(&store, "T", "k").as_deref(), Some("4"));
+    // It survives a reopen like any write.
+    drop(cursor);
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(value(&store, "T", "k").as_deref(), Some("4"));
+}
+
 fn indexed(id: &str, key: &[u8]) -> WriteOp {
     WriteOp::local(
         "D",

@@ -46,6 +46,9 @@ const MAX_READ: usize = 64 * 1024;
 /// A buffer larger than this is released once it is empty again.
 const MAX_IDLE_BUFFER: usize = 64 * 1024;
 
+/// The most outbox capacity (messages) a connection keeps between turns.
+const MAX_SPARE_OUTBOX: usize = 1024;
+
 /// How long a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Retained messages moved into the session per step (bounded streaming).
@@ -196,6 +199,8 @@ struct Conn {
     /// Aliases the broker assigns to topics it sends (5.0).
     aliases_out: aliases::OutboundAliases,
     acks: FuturesOrdered<Ack>,
+    /// The outbox emptied last turn, kept for its capacity (`take_outbox`).
+    spare_outbox: Vec<Publish>,
     /// Incoming QoS 1/2 publishes not yet acknowledged.
     unacked_in: usize,
     retained: Vec<(MessageIter, Sub)>,
@@ -227,6 +232,7 @@ impl Conn {
             topic_aliases: Default::default(),
             aliases_out: aliases::OutboundAliases::default(),
             acks: FuturesOrdered::new(),
+            spare_outbox: Vec::new(),
             unacked_in: 0,
             retained: Vec::new(),
             wbuf: BytesMut::new(),
@@ -480,14 +486,19 @@ impl Conn {
         }
     }
 
-    fn send_publishes(&mut self, publishes: Vec<Publish>) {
+    fn send_publishes(&mut self, mut publishes: Vec<Publish>) {
+        self.send_drained(&mut publishes);
+    }
+
+    /// Sends and removes every publish of `publishes` (its capacity stays).
+    fn send_drained(&mut self, publishes: &mut Vec<Publish>) {
         if !publishes.is_empty() {
             self.broker
                 .stats()
                 .messages_sent
                 .fetch_add(publishes.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        for p in publishes {
+        for p in publishes.drain(..) {
             self.send(&Packet::Publish(p));
         }
     }
@@ -536,9 +547,16 @@ impl Conn {
                 c.stalled = false;
                 c.space.notify_waiters();
             }
-            std::mem::take(&mut c.outbox)
+            // The emptied outbox of the last turn takes its place: a busy
+            // outbox keeps its capacity instead of regrowing (and copying
+            // every message again) on each turn.
+            std::mem::replace(&mut c.outbox, std::mem::take(&mut self.spare_outbox))
         };
-        self.send_publishes(packets);
+        let mut packets = packets;
+        self.send_drained(&mut packets);
+        if packets.capacity() <= MAX_SPARE_OUTBOX {
+            self.spare_outbox = packets;
+        }
         Ok(())
     }
 

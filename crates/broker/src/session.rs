@@ -46,14 +46,18 @@ pub struct Outgoing {
     pub expires_at: Option<u64>,
 }
 
+/// The Message Expiry Interval left until `at` (ms since the epoch), at
+/// least 1 s (MQTT-3.3.2-6). The one clock read of this module.
+fn seconds_left(at: u64) -> u32 {
+    let left = at.saturating_sub(crate::message::now_ms()).div_ceil(1000);
+    u32::try_from(left).unwrap_or(u32::MAX).max(1)
+}
+
 impl Outgoing {
     fn publish(&self, packet_id: Option<PacketId>, dup: bool) -> Publish {
         let mut properties = self.properties.clone();
         if let Some(at) = self.expires_at {
-            // The one clock read of this module: the remaining lifetime.
-            let left = at.saturating_sub(crate::message::now_ms()).div_ceil(1000);
-            properties.message_expiry_interval =
-                Some(u32::try_from(left).unwrap_or(u32::MAX).max(1));
+            properties.message_expiry_interval = Some(seconds_left(at));
         }
         Publish {
             dup,
@@ -63,6 +67,25 @@ impl Outgoing {
             packet_id,
             properties,
             payload: self.payload.clone(),
+        }
+    }
+
+    /// The PUBLISH of a message that is not kept (QoS 0): its parts move,
+    /// nothing is cloned (each clone of a shared buffer is an atomic count
+    /// that other cores then contend for).
+    fn into_publish(self) -> Publish {
+        let mut properties = self.properties;
+        if let Some(at) = self.expires_at {
+            properties.message_expiry_interval = Some(seconds_left(at));
+        }
+        Publish {
+            dup: false,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic,
+            packet_id: None,
+            properties,
+            payload: self.payload,
         }
     }
 
@@ -146,7 +169,7 @@ impl Session {
     /// queue is full).
     pub fn deliver(&mut self, msg: Outgoing) -> Option<Publish> {
         if msg.qos == QoS::AtMostOnce && self.queue.is_empty() {
-            return Some(msg.publish(None, false));
+            return Some(msg.into_publish());
         }
         if msg.qos != QoS::AtMostOnce && self.queue.is_empty() && self.has_window() {
             return Some(self.send_tracked(msg));

@@ -266,3 +266,76 @@ async fn a_client_that_cannot_keep_up_is_disconnected_with_quota_exceeded() {
     // The publisher and others are unaffected.
     ping(&mut p).await;
 }
+
+/// One delivery per client, however many of its subscriptions match, with
+/// every matching subscription's identifier (MQTT-3.3.4-2, -3), also when
+/// more clients match than the router keeps in its plain list (16).
+#[tokio::test]
+async fn many_clients_with_overlapping_subscriptions_get_one_delivery_each() {
+    let server = TestServer::start("type T @table @export").await;
+    let mut clients = Vec::new();
+    for n in 0..20 {
+        let (mut c, _) = RawClient::connect(
+            server.mqtt,
+            RawClient::connect_packet(Version::V5, &format!("overlap-{n}")),
+        )
+        .await;
+        for (id, filter) in [(1, "fan/#"), (2, "fan/+/x")] {
+            let properties = SubscribeProperties {
+                subscription_identifier: SubscriptionId::new(id),
+                ..Default::default()
+            };
+            c.send(&Packet::Subscribe(Subscribe {
+                packet_id: PacketId::new(id as u16).unwrap(),
+                properties,
+                filters: vec![(
+                    TopicFilter::new(filter).unwrap(),
+                    SubscriptionOptions::default(),
+                )],
+            }))
+            .await;
+            assert!(matches!(c.recv().await, Packet::SubAck(_)));
+        }
+        clients.push(c);
+    }
+    let (mut publisher, _) = RawClient::connect(
+        server.mqtt,
+        RawClient::connect_packet(Version::V5, "overlap-pub"),
+    )
+    .await;
+    publisher
+        .send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: TopicName::new("fan/a/x").unwrap(),
+            packet_id: None,
+            properties: Default::default(),
+            payload: bytes::Bytes::from_static(b"once"),
+        }))
+        .await;
+    for (n, c) in clients.iter_mut().enumerate() {
+        let Packet::Publish(p) = c.recv().await else {
+            panic!("client {n}: a publish expected")
+        };
+        let mut ids: Vec<u32> = p
+            .properties
+            .subscription_identifiers
+            .iter()
+            .map(|id| id.get())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2], "client {n}");
+    }
+    // A second copy would be right behind the first.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for (n, c) in clients.iter_mut().enumerate() {
+        assert!(
+            c.recv_within(std::time::Duration::from_millis(5))
+                .await
+                .is_none(),
+            "client {n} got the message twice"
+        );
+    }
+    server.stop().await;
+}

@@ -53,6 +53,32 @@ fn dropped(server: &TestServer) -> u64 {
         .load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// A server whose QoS 0 queue limit (64) is far below what the publisher
+/// sends: without pacing a subscriber that falls behind is over quota
+/// (disconnected with 0x97) within it.
+async fn server() -> TestServer {
+    let config = BrokerConfig {
+        max_outbox: 64,
+        ..BrokerConfig::default()
+    };
+    TestServer::start_with("type T @table @export", config).await
+}
+
+/// Connects a publisher that sends messages 0..n as fast as it can.
+async fn publish_all(server: &TestServer, n: u32) -> tokio::task::JoinHandle<RawClient> {
+    let (mut publisher, _) = RawClient::connect(
+        server.mqtt,
+        RawClient::connect_packet(Version::V311, "fast-writer"),
+    )
+    .await;
+    tokio::spawn(async move {
+        for i in 0..n {
+            publisher.send(&message(i)).await;
+        }
+        publisher
+    })
+}
+
 /// Reads `n` messages, checking their order, pausing `pause` after each.
 async fn read_all(sub: &mut RawClient, n: u32, pause: Duration) {
     for i in 0..n {
@@ -74,26 +100,10 @@ async fn read_all(sub: &mut RawClient, n: u32, pause: Duration) {
 
 #[tokio::test]
 async fn a_qos0_publisher_faster_than_its_subscriber_is_paced_and_loses_nothing() {
-    // A queue limit far below what the publisher sends: without pacing the
-    // subscriber would be over quota (disconnected with 0x97) within it.
-    let config = BrokerConfig {
-        max_outbox: 64,
-        ..BrokerConfig::default()
-    };
-    let server = TestServer::start_with("type T @table @export", config).await;
+    let server = server().await;
     let mut sub = subscriber(&server, "slow-reader").await;
-    let (mut publisher, _) = RawClient::connect(
-        server.mqtt,
-        RawClient::connect_packet(Version::V311, "fast-writer"),
-    )
-    .await;
     const N: u32 = 1_000;
-    let send = tokio::spawn(async move {
-        for i in 0..N {
-            publisher.send(&message(i)).await;
-        }
-        publisher
-    });
+    let send = publish_all(&server, N).await;
     // A reader that keeps up only at its own pace (16 MB/s at most).
     read_all(&mut sub, N, Duration::from_millis(1)).await;
     let _publisher = send.await.unwrap();
@@ -103,27 +113,13 @@ async fn a_qos0_publisher_faster_than_its_subscriber_is_paced_and_loses_nothing(
 
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_does_not_hold_the_publisher_back() {
-    let config = BrokerConfig {
-        max_outbox: 64,
-        ..BrokerConfig::default()
-    };
-    let server = TestServer::start_with("type T @table @export", config).await;
+    let server = server().await;
     // Subscribes, then never reads again.
     let mut stuck = subscriber(&server, "stuck").await;
     let mut healthy = subscriber(&server, "healthy").await;
-    let (mut publisher, _) = RawClient::connect(
-        server.mqtt,
-        RawClient::connect_packet(Version::V311, "writer"),
-    )
-    .await;
     const N: u32 = 2_000;
     let started = Instant::now();
-    let send = tokio::spawn(async move {
-        for i in 0..N {
-            publisher.send(&message(i)).await;
-        }
-        publisher
-    });
+    let send = publish_all(&server, N).await;
     read_all(&mut healthy, N, Duration::ZERO).await;
     let took = started.elapsed();
     let _publisher = send.await.unwrap();

@@ -542,13 +542,20 @@ impl Conn {
                     "quota exceeded: too many messages waiting for this client to read",
                 ));
             }
-            if !c.outbox.is_empty() {
-                // Publishers paced by this queue's length read on.
-                c.stalled = false;
-                c.space.notify_waiters();
+            if c.outbox.is_empty() {
+                // A turn with nothing to send: the connection is not busy,
+                // so it keeps no outbox capacity (idle memory stays small).
+                if c.outbox.capacity() > 0 {
+                    c.outbox = Vec::new();
+                }
+                self.spare_outbox = Vec::new();
+                return Ok(());
             }
-            // The emptied outbox of the last turn takes its place: a busy
-            // outbox keeps its capacity instead of regrowing (and copying
+            // Publishers paced by this queue's length read on.
+            c.stalled = false;
+            c.space.notify_waiters();
+            // While busy, the emptied outbox of the last turn takes its
+            // place: it keeps its capacity instead of regrowing (and copying
             // every message again) on each turn.
             std::mem::replace(&mut c.outbox, std::mem::take(&mut self.spare_outbox))
         };

@@ -275,6 +275,17 @@ pub(crate) struct Routed {
     paced: Vec<Client>,
 }
 
+impl Routed {
+    /// Notes a subscriber whose queue is above the high-water mark, unless
+    /// it is the publisher itself: a publisher never waits for its own
+    /// queue (its task is the one that empties it).
+    fn pace(&mut self, msg: &Message, id: &Arc<str>, client: Client) {
+        if msg.origin.as_ref() != Some(id) {
+            self.paced.push(client);
+        }
+    }
+}
+
 /// The result of offering a message to one session.
 pub(crate) enum Offer {
     /// Sent, queued, or dropped (counted).

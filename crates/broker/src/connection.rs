@@ -531,7 +531,7 @@ impl Conn {
     /// Moves window-permitted publishes from the shared outbox to the write
     /// buffer; notices a take-over.
     fn take_outbox(&mut self, client: &Client) -> Result<(), Close> {
-        let packets = {
+        let mut packets = {
             let mut c = client.lock().expect("client lock");
             if c.conn != Some(self.id) {
                 return Err(Close::TakenOver);
@@ -559,7 +559,6 @@ impl Conn {
             // every message again) on each turn.
             std::mem::replace(&mut c.outbox, std::mem::take(&mut self.spare_outbox))
         };
-        let mut packets = packets;
         self.send_drained(&mut packets);
         if packets.capacity() <= MAX_SPARE_OUTBOX {
             self.spare_outbox = packets;

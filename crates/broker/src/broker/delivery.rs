@@ -93,12 +93,7 @@ impl Broker {
                 };
                 match self.deliver(client, msg, &fit, false) {
                     Offer::Done => {}
-                    // A publisher never waits for its own queue: its task is
-                    // the one that empties it.
-                    Offer::Paced if msg.origin.as_ref() != Some(client_id) => {
-                        routed.paced.push(client.clone());
-                    }
-                    Offer::Paced => {}
+                    Offer::Paced => routed.pace(msg, client_id, client.clone()),
                     Offer::Full => routed.blocked.push(Blocked {
                         client: client.clone(),
                         msg: msg.clone(),
@@ -148,13 +143,19 @@ impl Broker {
         }
     }
 
+    /// QoS 0 messages queued for a subscriber above which its publishers
+    /// are paced (never above the queue's own limit).
+    fn qos0_high_water(&self) -> usize {
+        QOS0_HIGH_WATER.min(self.inner.config.max_outbox)
+    }
+
     /// Waits until each subscriber's QoS 0 queue is below the high-water
     /// mark again (its connection took it), or gone, or `QOS0_PACE_WAIT`
     /// passed, which marks the subscriber stalled (the messages are queued
     /// already: nothing is dropped here).
     async fn wait_paced(&self, paced: Vec<Client>) {
         let deadline = tokio::time::Instant::now() + QOS0_PACE_WAIT;
-        let high_water = QOS0_HIGH_WATER.min(self.inner.config.max_outbox);
+        let high_water = self.qos0_high_water();
         let below =
             |c: &super::ClientState| c.conn.is_none() || c.stalled || c.outbox.len() < high_water;
         for client in paced {
@@ -263,8 +264,11 @@ impl Broker {
                     c.wake.notify_one();
                 }
                 c.outbox.push(p);
-                let high_water = QOS0_HIGH_WATER.min(self.inner.config.max_outbox);
-                if qos == QoS::AtMostOnce && !force && !c.stalled && c.outbox.len() >= high_water {
+                if qos == QoS::AtMostOnce
+                    && !force
+                    && !c.stalled
+                    && c.outbox.len() >= self.qos0_high_water()
+                {
                     offer = Offer::Paced;
                 }
             }

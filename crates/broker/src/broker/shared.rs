@@ -156,10 +156,7 @@ impl super::Broker {
             };
             match self.deliver(&client, msg, &fit, false) {
                 super::Offer::Done => {}
-                super::Offer::Paced if msg.origin.as_ref() != Some(id) => {
-                    routed.paced.push(client);
-                }
-                super::Offer::Paced => {}
+                super::Offer::Paced => routed.pace(msg, id, client),
                 super::Offer::Full => routed.blocked.push(super::Blocked {
                     client,
                     msg: msg.clone(),

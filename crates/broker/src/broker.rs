@@ -27,6 +27,9 @@ use crate::session::Session;
 use crate::topics::{self, RETAINED_TABLE, Target};
 use crate::trie::TopicTrie;
 
+pub(crate) use batch::Batch;
+
+mod batch;
 mod delivery;
 mod sessions;
 mod shared;
@@ -647,7 +650,9 @@ impl Broker {
         origin: Option<&Arc<str>>,
         declared: Option<Format>,
     ) -> Result<(), PublishError> {
-        self.submit_publish(publish, origin, declared).await?.await
+        self.submit_publish(publish, origin, declared, None)
+            .await?
+            .await
     }
 
     /// The first half of [`Broker::publish`]: validates the message and
@@ -656,11 +661,14 @@ impl Broker {
     /// write is committed (and, for a free topic, the message delivered).
     /// A connection submits its publishes in the order received, so writes
     /// to one record are committed in that order, while many are in flight.
+    /// With a `batch`, the QoS 0 deliveries of a message that is not stored
+    /// go into it (the connection flushes it).
     pub(crate) async fn submit_publish(
         &self,
         publish: &Publish,
         origin: Option<&Arc<str>>,
         declared: Option<Format>,
+        batch: Option<&mut Batch>,
     ) -> Result<PublishDone, PublishError> {
         self.inner
             .stats
@@ -684,7 +692,7 @@ impl Broker {
                     // unchanged (retain 0: it is not the record's value).
                     let mut msg = message();
                     Arc::get_mut(&mut msg).expect("fresh message").retain = false;
-                    return Ok(self.route_waiting(&msg));
+                    return Ok(self.route_waiting(&msg, batch));
                 }
                 // The change feed delivers it, to MQTT and REST watchers alike.
                 // The write futures are boxed: only durable writes pay for
@@ -705,7 +713,7 @@ impl Broker {
                     return Err(PublishError::FreeTopicsDisabled);
                 }
                 if !publish.retain {
-                    return Ok(self.route_waiting(&message()));
+                    return Ok(self.route_waiting(&message(), batch));
                 }
                 let retained = &self.inner.retained;
                 let completion = if publish.payload.is_empty() {
@@ -725,7 +733,7 @@ impl Broker {
                 let msg = message();
                 return Ok(Box::pin(async move {
                     completion.await?;
-                    broker.route_waiting(&msg).await
+                    broker.route_waiting(&msg, None).await
                 }));
             }
         };

@@ -17,13 +17,12 @@ use bytes::BytesMut;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
 use mqdb_codec::{
-    Connect, Disconnect, Limits, Packet, PacketId, PubAck, PubRec, Publish, QoS, ReasonCode,
-    Version, decode, encode, encoded_len,
+    Connect, Disconnect, Limits, Packet, Publish, ReasonCode, Version, decode, encode, encoded_len,
 };
-use mqdb_resource::{Format, ResourceError};
+use mqdb_resource::Format;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use crate::broker::{Broker, Client, MessageIter, PublishError, Sub};
+use crate::broker::{Batch, Broker, Client, MessageIter, Sub};
 use crate::conn_info::ConnInfo;
 use crate::events::{EventKind, ServerEvent};
 use mqdb_resource::Principal;
@@ -32,6 +31,7 @@ mod aliases;
 mod auth;
 mod connect;
 mod enhanced_auth;
+mod publish;
 mod subscriptions;
 
 use connect::refuse_malformed_connect;
@@ -201,6 +201,8 @@ struct Conn {
     acks: FuturesOrdered<Ack>,
     /// The outbox emptied last turn, kept for its capacity (`take_outbox`).
     spare_outbox: Vec<Publish>,
+    /// QoS 0 deliveries of this read's publishes, not yet handed over.
+    batch: Batch,
     /// Incoming QoS 1/2 publishes not yet acknowledged.
     unacked_in: usize,
     retained: Vec<(MessageIter, Sub)>,
@@ -233,6 +235,7 @@ impl Conn {
             aliases_out: aliases::OutboundAliases::default(),
             acks: FuturesOrdered::new(),
             spare_outbox: Vec::new(),
+            batch: Batch::default(),
             unacked_in: 0,
             retained: Vec::new(),
             wbuf: BytesMut::new(),
@@ -477,13 +480,23 @@ impl Conn {
         client: &Client,
         limits: &Limits,
     ) -> Result<(), Close> {
-        loop {
+        let result = loop {
             match decode(rbuf, self.version, limits) {
-                Ok(Some(packet)) => self.handle(packet, client).await?,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(Close::Server(e.reason_code(), "malformed packet")),
+                Ok(Some(packet)) => {
+                    if let Err(close) = self.handle(packet, client).await {
+                        break Err(close);
+                    }
+                    if self.batch.len() >= publish::MAX_BATCH {
+                        self.deliver_batch().await;
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(Close::Server(e.reason_code(), "malformed packet")),
             }
-        }
+        };
+        // What was accepted is delivered, even when the connection ends here.
+        self.deliver_batch().await;
+        result
     }
 
     fn send_publishes(&mut self, mut publishes: Vec<Publish>) {
@@ -639,119 +652,6 @@ impl Conn {
         }
         Ok(())
     }
-
-    async fn handle_publish(&mut self, mut p: Publish, client: &Client) -> Result<(), Close> {
-        // Inbound topic aliases (5.0, section 3.3.2.3.4).
-        if let Some(alias) = p.properties.topic_alias {
-            if alias.get() > self.broker.config().topic_alias_maximum {
-                return Err(Close::Server(
-                    ReasonCode::TopicAliasInvalid,
-                    "topic alias above the maximum",
-                ));
-            }
-            if p.topic.is_empty() {
-                match self.topic_aliases.get(&alias.get()) {
-                    Some(t) => p.topic = t.clone(),
-                    None => {
-                        return Err(Close::Server(
-                            ReasonCode::ProtocolError,
-                            "unknown topic alias",
-                        ));
-                    }
-                }
-            } else {
-                self.topic_aliases.insert(alias.get(), p.topic.clone());
-            }
-            p.properties.topic_alias = None;
-        }
-        // MQTT-3.3.4-6 does not forbid relaying; but a client may not set
-        // subscription identifiers on what it publishes (section 3.3.4).
-        if !p.properties.subscription_identifiers.is_empty() {
-            return Err(Close::Server(
-                ReasonCode::ProtocolError,
-                "subscription identifier from a client",
-            ));
-        }
-        // MQTT-3.3.4-9: more unacknowledged QoS 1/2 publishes than the
-        // Receive Maximum we announced is a protocol violation (0x93). A
-        // QoS 1 publish counts until its PUBACK, a QoS 2 one until PUBCOMP
-        // (its id stays in the session until PUBREL).
-        if p.qos != QoS::AtMostOnce {
-            let qos2_open = client
-                .lock()
-                .expect("client lock")
-                .session
-                .pending_incoming()
-                .count();
-            if self.unacked_in + qos2_open >= usize::from(self.broker.config().receive_maximum) {
-                return Err(Close::Server(
-                    ReasonCode::ReceiveMaximumExceeded,
-                    "receive maximum exceeded",
-                ));
-            }
-            if p.qos == QoS::AtLeastOnce {
-                self.unacked_in += 1;
-            }
-        }
-        let pid = p.packet_id;
-        if p.qos == QoS::ExactlyOnce {
-            let id = pid.expect("QoS 2 has a packet id");
-            if !client
-                .lock()
-                .expect("client lock")
-                .session
-                .incoming_qos2(id)
-            {
-                // A retransmission before PUBREL: acknowledge, deliver nothing.
-                self.acks.push_back(Box::pin(async move {
-                    (false, Some(Packet::PubRec(PubRec::new(id))))
-                }));
-                return Ok(());
-            }
-        }
-        let checked = if connect::utf8_ok(&p) {
-            self.authorize_publish(&p)
-        } else {
-            Err(PublishError::PayloadFormat)
-        };
-        if let Err(e) = checked {
-            let packet = ack_for(Err(e), p.qos, pid, self.reply_style(), client);
-            self.acks
-                .push_back(Box::pin(async move { (p.qos == QoS::AtLeastOnce, packet) }));
-            return Ok(());
-        }
-        let broker = self.broker.clone();
-        let origin = self.client_id.clone();
-        let declared = self.declared;
-        let v5 = self.reply_style();
-        let client = client.clone();
-        let qos = p.qos;
-        // Submitted now, in the order received: a retained publish's write
-        // is queued here (waiting only for queue space), so writes to one
-        // record commit in order while many are in flight; the ack follows
-        // when the write is durable, acks in order (MQTT-4.6.0-2).
-        let submitted = broker.submit_publish(&p, Some(&origin), declared).await;
-        let ack = move |result| ack_for(result, qos, pid, v5, &client);
-        match submitted {
-            Ok(done) if self.acks.is_empty() && !p.retain => {
-                // Delivered already and nothing ahead of it: ack now.
-                let result = done.await;
-                return self.acked(qos == QoS::AtLeastOnce, ack(result));
-            }
-            Ok(done) => {
-                self.acks.push_back(Box::pin(async move {
-                    let result = done.await;
-                    (qos == QoS::AtLeastOnce, ack(result))
-                }));
-            }
-            Err(e) => {
-                let packet = ack(Err(e));
-                self.acks
-                    .push_back(Box::pin(async move { (qos == QoS::AtLeastOnce, packet) }));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// How acknowledgements are written for this client.
@@ -771,69 +671,6 @@ fn close_reason(result: &Result<(), Close>) -> String {
         Err(Close::Server(code, why)) => format!("{why} ({code:?})"),
         Err(Close::TakenOver) => "session taken over".into(),
         Err(Close::Io) => "socket error".into(),
-    }
-}
-
-/// The acknowledgement for a processed publish. A refused publish gets a
-/// 5.0 reason code; a 3.1.1 client has no way to hear it, so its connection
-/// is closed (SPEC section 2), signalled by returning a DISCONNECT.
-fn ack_for(
-    result: Result<(), PublishError>,
-    qos: QoS,
-    pid: Option<PacketId>,
-    style: ReplyStyle,
-    client: &Client,
-) -> Option<Packet> {
-    let v5 = style.v5;
-    let reason = match &result {
-        Ok(()) => ReasonCode::Success,
-        Err(PublishError::FreeTopicsDisabled | PublishError::Reserved) => {
-            ReasonCode::TopicNameInvalid
-        }
-        Err(PublishError::Resource(ResourceError::Malformed(_))) => {
-            ReasonCode::PayloadFormatInvalid
-        }
-        Err(PublishError::Resource(e)) if e.is_client_error() => ReasonCode::PayloadFormatInvalid,
-        Err(PublishError::NotAuthorized(_)) => ReasonCode::NotAuthorized,
-        Err(PublishError::PayloadFormat) => ReasonCode::PayloadFormatInvalid,
-        Err(PublishError::Resource(_)) => ReasonCode::ImplementationSpecificError,
-    };
-    if let Err(e) = &result {
-        tracing::debug!(error = %e, "publish refused");
-    }
-    // 3.1.1 cannot hear a refusal; a 5.0 QoS 0 publish has no ack to carry
-    // one, so a refused one ends the connection with its reason code
-    // rather than vanishing (errors are visible, never silent).
-    if reason.is_error() && (!v5 || qos == QoS::AtMostOnce) {
-        return Some(Packet::Disconnect(Disconnect::new(reason)));
-    }
-    // Omitted when the client set Request Problem Information to 0.
-    let reason_string = result
-        .err()
-        .filter(|_| style.problem_information)
-        .map(|e| mqdb_codec::ByteString::from(e.to_string()));
-    let pid = pid?;
-    match qos {
-        QoS::AtMostOnce => None,
-        QoS::AtLeastOnce => {
-            let mut ack = PubAck::new(pid);
-            ack.reason_code = reason;
-            ack.properties.reason_string = reason_string;
-            Some(Packet::PubAck(ack))
-        }
-        QoS::ExactlyOnce => {
-            if reason.is_error() {
-                client
-                    .lock()
-                    .expect("client lock")
-                    .session
-                    .forget_incoming_qos2(pid);
-            }
-            let mut ack = PubRec::new(pid);
-            ack.reason_code = reason;
-            ack.properties.reason_string = reason_string;
-            Some(Packet::PubRec(ack))
-        }
     }
 }
 

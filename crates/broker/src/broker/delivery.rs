@@ -13,8 +13,8 @@ use mqdb_resource::{Format, TableDef};
 use mqdb_storage::ChangeOp;
 
 use super::{
-    BACKPRESSURE_WAIT, Blocked, Broker, Client, Fit, MessageIter, Offer, PublishDone,
-    QOS0_HIGH_WATER, QOS0_PACE_WAIT, Routed, State,
+    BACKPRESSURE_WAIT, Batch, Blocked, Broker, Client, ClientState, Fit, MessageIter, Offer,
+    PublishDone, QOS0_HIGH_WATER, QOS0_PACE_WAIT, Routed, State,
 };
 use crate::message::{Message, Payload, now_ms};
 use crate::session::Outgoing;
@@ -32,7 +32,11 @@ impl Broker {
     /// Delivers a message to every matching subscription: one delivery per
     /// client, at the highest QoS of its matching subscriptions, with all
     /// their identifiers (MQTT-3.3.4-2, -3).
-    pub(crate) fn route(&self, msg: &Arc<Message>) -> Routed {
+    ///
+    /// With a `batch` (a publishing connection's, for a QoS 0 message), the
+    /// QoS 0 deliveries go into it and reach the subscribers when it is
+    /// flushed; everything else is delivered now.
+    pub(crate) fn route(&self, msg: &Arc<Message>, mut batch: Option<&mut Batch>) -> Routed {
         // A read lock: publishers route concurrently (profiled: a mutex
         // here was the most contended lock under fan-in).
         let state = self.inner.state.read().expect("state lock");
@@ -91,30 +95,63 @@ impl Broker {
                     format,
                     shared: None,
                 };
-                match self.deliver(client, msg, &fit, false) {
-                    Offer::Done => {}
-                    Offer::Paced => routed.pace(msg, client_id, client.clone()),
-                    Offer::Full => routed.blocked.push(Blocked {
-                        client: client.clone(),
-                        msg: msg.clone(),
-                        fit,
-                    }),
-                    Offer::Stored(generation) => {
-                        routed
-                            .stored
-                            .push((client_id.clone(), client.clone(), generation));
-                    }
-                }
+                self.offer_to(
+                    client_id,
+                    client,
+                    msg,
+                    fit,
+                    batch.as_deref_mut(),
+                    &mut routed,
+                );
             }
         }
-        self.route_shared(&state, msg, &mut routed);
+        self.route_shared(&state, msg, batch, &mut routed);
         routed
+    }
+
+    /// One delivery of a route: a QoS 0 one into the publisher's batch when
+    /// there is one, anything else now; what cannot finish now is noted in
+    /// `routed`.
+    pub(super) fn offer_to(
+        &self,
+        client_id: &Arc<str>,
+        client: &Client,
+        msg: &Arc<Message>,
+        fit: Fit,
+        batch: Option<&mut Batch>,
+        routed: &mut Routed,
+    ) {
+        if let Some(batch) = batch.filter(|_| fit.qos == QoS::AtMostOnce) {
+            if let Some(outgoing) = outgoing(msg, &fit) {
+                let own = msg.origin.as_ref() == Some(client_id);
+                batch.push(client, own, outgoing);
+            }
+            return;
+        }
+        match self.deliver(client, msg, &fit, false) {
+            Offer::Done => {}
+            Offer::Paced => routed.pace(msg, client_id, client.clone()),
+            Offer::Full => routed.blocked.push(Blocked {
+                client: client.clone(),
+                msg: msg.clone(),
+                fit,
+            }),
+            Offer::Stored(generation) => {
+                routed
+                    .stored
+                    .push((client_id.clone(), client.clone(), generation));
+            }
+        }
     }
 
     /// Routes a client's message; the returned future completes when every
     /// delivery found room (the publisher's ack waits for it).
-    pub(super) fn route_waiting(&self, msg: &Arc<Message>) -> PublishDone {
-        let routed = self.route(msg);
+    pub(super) fn route_waiting(
+        &self,
+        msg: &Arc<Message>,
+        batch: Option<&mut Batch>,
+    ) -> PublishDone {
+        let routed = self.route(msg, batch);
         if routed.blocked.is_empty() && routed.stored.is_empty() && routed.paced.is_empty() {
             return Box::pin(std::future::ready(Ok(())));
         }
@@ -132,7 +169,7 @@ impl Broker {
     /// Routes a message that cannot wait (record changes from the feed,
     /// wills, `$SYS`): deliveries to full queues are dropped and counted.
     pub(crate) fn route_or_drop(&self, msg: &Arc<Message>) {
-        let routed = self.route(msg);
+        let routed = self.route(msg, None);
         for b in routed.blocked {
             self.deliver(&b.client, &b.msg, &b.fit, true);
         }
@@ -145,7 +182,7 @@ impl Broker {
 
     /// QoS 0 messages queued for a subscriber above which its publishers
     /// are paced (never above the queue's own limit).
-    fn qos0_high_water(&self) -> usize {
+    pub(super) fn qos0_high_water(&self) -> usize {
         QOS0_HIGH_WATER.min(self.inner.config.max_outbox)
     }
 
@@ -153,7 +190,7 @@ impl Broker {
     /// mark again (its connection took it), or gone, or `QOS0_PACE_WAIT`
     /// passed, which marks the subscriber stalled (the messages are queued
     /// already: nothing is dropped here).
-    async fn wait_paced(&self, paced: Vec<Client>) {
+    pub(crate) async fn wait_paced(&self, paced: Vec<Client>) {
         let deadline = tokio::time::Instant::now() + QOS0_PACE_WAIT;
         let high_water = self.qos0_high_water();
         let below =
@@ -221,22 +258,17 @@ impl Broker {
         fit: &Fit,
         force: bool,
     ) -> Offer {
-        let now = now_ms();
-        if msg.expired(now) {
+        let Some(outgoing) = outgoing(msg, fit) else {
             return Offer::Done;
-        }
-        let qos = fit.qos;
-        let (payload, content_type) = msg.render(fit.format);
-        let outgoing = Outgoing {
-            topic: msg.topic.clone(),
-            payload,
-            qos,
-            retain: fit.retain,
-            properties: msg.delivery_properties(content_type, &fit.ids, now),
-            shared: fit.shared.clone(),
-            expires_at: msg.expires_at,
         };
         let mut c = client.lock().expect("client lock");
+        self.offer(&mut c, outgoing, force)
+    }
+
+    /// The locked half of a delivery: hands `outgoing` to the session, and
+    /// what it lets go now to the connection's outbox.
+    pub(super) fn offer(&self, c: &mut ClientState, outgoing: Outgoing, force: bool) -> Offer {
+        let qos = outgoing.qos;
         if c.conn.is_none() {
             let queued = c.session.queued();
             c.session.enqueue_offline(outgoing);
@@ -444,4 +476,29 @@ impl Broker {
         let now = now_ms();
         Box::new(iters.into_iter().flatten().filter(move |m| !m.expired(now)))
     }
+}
+
+/// A message as one subscriber gets it (payload in its format, its
+/// subscription identifiers, the expiry left); `None` once it expired.
+fn outgoing(msg: &Message, fit: &Fit) -> Option<Outgoing> {
+    // The clock is read only for a message that can expire (profiled: a
+    // clock read per delivery was 2% of QoS 0 fan-in).
+    let now = if msg.expires_at.is_some() {
+        now_ms()
+    } else {
+        0
+    };
+    if msg.expired(now) {
+        return None;
+    }
+    let (payload, content_type) = msg.render(fit.format);
+    Some(Outgoing {
+        topic: msg.topic.clone(),
+        payload,
+        qos: fit.qos,
+        retain: fit.retain,
+        properties: msg.delivery_properties(content_type, &fit.ids, now),
+        shared: fit.shared.clone(),
+        expires_at: msg.expires_at,
+    })
 }

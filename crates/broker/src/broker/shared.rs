@@ -124,6 +124,7 @@ impl super::Broker {
         &self,
         state: &State,
         msg: &Arc<crate::message::Message>,
+        mut batch: Option<&mut super::Batch>,
         routed: &mut super::Routed,
     ) {
         if state.shares.trie.is_empty() {
@@ -154,18 +155,7 @@ impl super::Broker {
                 format: sub.format,
                 shared: Some(group.clone()),
             };
-            match self.deliver(&client, msg, &fit, false) {
-                super::Offer::Done => {}
-                super::Offer::Paced => routed.pace(msg, id, client),
-                super::Offer::Full => routed.blocked.push(super::Blocked {
-                    client,
-                    msg: msg.clone(),
-                    fit,
-                }),
-                super::Offer::Stored(generation) => {
-                    routed.stored.push((id.clone(), client, generation));
-                }
-            }
+            self.offer_to(id, &client, msg, fit, batch.as_deref_mut(), routed);
         }
     }
 

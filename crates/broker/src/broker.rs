@@ -215,6 +215,11 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     expiring: tokio::sync::mpsc::UnboundedSender<crate::expiry::Due>,
     state: std::sync::RwLock<State>,
+    /// Bumped by every change to what routing reads (subscriptions,
+    /// clients, shared groups): a connection's cached route is valid while
+    /// it stands still. On a cache line of its own, away from the counters
+    /// written per message.
+    routes_gen: Padded<AtomicU64>,
     next_conn: AtomicU64,
     /// Connection tasks still running (see [`Broker::live_connection`]).
     live: Arc<AtomicU64>,
@@ -232,6 +237,12 @@ impl std::fmt::Debug for Broker {
             .finish()
     }
 }
+
+/// A value on cache lines of its own (128 bytes: adjacent-line
+/// prefetching pairs lines).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
 
 /// How long a publish waits for room in a subscriber's full queue.
 const BACKPRESSURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -377,6 +388,7 @@ impl Broker {
                 tasks: Mutex::new(vec![sweeper]),
                 expiring,
                 state: std::sync::RwLock::default(),
+                routes_gen: Padded::default(),
                 next_conn: AtomicU64::new(1),
                 live: Arc::new(AtomicU64::new(0)),
                 stats: Stats::default(),
@@ -449,7 +461,7 @@ impl Broker {
         clean_start: bool,
         expiry: u32,
     ) -> (Client, bool) {
-        let mut state = self.inner.state.write().expect("state lock");
+        let mut state = self.routes_mut();
         // A disconnected session past its expiry is gone, even if the
         // periodic sweep has not removed it yet (section 3.1.2.11.2).
         let now = now_ms();
@@ -522,7 +534,7 @@ impl Broker {
             .clients_connected
             .fetch_sub(1, Ordering::Relaxed);
         let stored = {
-            let mut state = self.inner.state.write().expect("state lock");
+            let mut state = self.routes_mut();
             let mut c = client.lock().expect("client lock");
             if c.conn != Some(conn) {
                 return; // taken over: the new connection owns the session
@@ -582,7 +594,7 @@ impl Broker {
                 .unwrap_or_default();
             (table.name.clone(), query, matching)
         });
-        let mut state = self.inner.state.write().expect("state lock");
+        let mut state = self.routes_mut();
         let existed = match query {
             Some((table, query, matching)) => {
                 let existed = state
@@ -627,7 +639,7 @@ impl Broker {
         client: &Client,
         filter: &TopicFilter,
     ) -> bool {
-        let mut state = self.inner.state.write().expect("state lock");
+        let mut state = self.routes_mut();
         let before = state.queries.len();
         state
             .queries
@@ -650,9 +662,30 @@ impl Broker {
         origin: Option<&Arc<str>>,
         declared: Option<Format>,
     ) -> Result<(), PublishError> {
+        self.count_received(1);
         self.submit_publish(publish, origin, declared, None)
             .await?
             .await
+    }
+
+    /// The state, to change what routing reads: the routes generation is
+    /// bumped with the lock held, so a connection's cached route stops
+    /// being used from this change on.
+    fn routes_mut(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        let state = self.inner.state.write().expect("state lock");
+        self.inner.routes_gen.0.fetch_add(1, Ordering::Release);
+        state
+    }
+
+    /// Counts PUBLISH packets received (connections add theirs once per
+    /// read: one shared counter bumped per message bounced between cores).
+    pub(crate) fn count_received(&self, n: u64) {
+        if n > 0 {
+            self.inner
+                .stats
+                .messages_received
+                .fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// The first half of [`Broker::publish`]: validates the message and
@@ -670,10 +703,6 @@ impl Broker {
         declared: Option<Format>,
         batch: Option<&mut Batch>,
     ) -> Result<PublishDone, PublishError> {
-        self.inner
-            .stats
-            .messages_received
-            .fetch_add(1, Ordering::Relaxed);
         let schema = self.inner.db.schema();
         let message = || {
             Message::new(

@@ -120,8 +120,8 @@ fn decode_body(
 ) -> Result<Packet, DecodeError> {
     let v5 = version == Version::V5;
     let packet = match packet_type {
-        PacketType::Connect => Packet::Connect(connect(&mut body)?),
-        PacketType::ConnAck => Packet::ConnAck(connack(&mut body, v5)?),
+        PacketType::Connect => Packet::Connect(Box::new(connect(&mut body)?)),
+        PacketType::ConnAck => Packet::ConnAck(Box::new(connack(&mut body, v5)?)),
         PacketType::Publish => Packet::Publish(publish(&mut body, flags, v5)?),
         PacketType::PubAck => {
             let (packet_id, reason_code, properties) =

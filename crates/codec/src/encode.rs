@@ -36,6 +36,38 @@ pub fn encoded_len(packet: &Packet, version: Version) -> Result<usize, EncodeErr
     Ok(1 + var_int_len(body) + body)
 }
 
+/// Appends the encoding of a PUBLISH: the same bytes as [`encode`] of
+/// `Packet::Publish`, without first moving the publish into a [`Packet`]
+/// (the hot path of a broker's delivery).
+pub fn encode_publish(
+    publish: &Publish,
+    version: Version,
+    buf: &mut BytesMut,
+) -> Result<usize, EncodeError> {
+    let v5 = version == Version::V5;
+    let body = publish_len(publish, v5)?;
+    if body > MAX_VAR_INT {
+        return Err(EncodeError::PacketTooLarge(body));
+    }
+    let start = buf.len();
+    buf.reserve(1 + var_int_len(body) + body);
+    buf.put_u8(((PacketType::Publish as u8) << 4) | publish_flags(publish));
+    let result = write_var_int(buf, body).and_then(|()| write_publish(publish, v5, buf));
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result.map(|()| buf.len() - start)
+}
+
+/// [`encoded_len`] of a PUBLISH.
+pub fn encoded_publish_len(publish: &Publish, version: Version) -> Result<usize, EncodeError> {
+    let body = publish_len(publish, version == Version::V5)?;
+    if body > MAX_VAR_INT {
+        return Err(EncodeError::PacketTooLarge(body));
+    }
+    Ok(1 + var_int_len(body) + body)
+}
+
 fn encode_inner(packet: &Packet, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
     let body = body_len(packet, version)?;
     if body > MAX_VAR_INT {
@@ -50,14 +82,29 @@ fn encode_inner(packet: &Packet, version: Version, buf: &mut BytesMut) -> Result
 fn first_byte(packet: &Packet) -> u8 {
     let packet_type = packet.packet_type();
     let flags = match packet {
-        Packet::Publish(p) => {
-            // MQTT-3.3.1-2: DUP is 0 on QoS 0.
-            let dup = p.dup && p.qos != QoS::AtMostOnce;
-            (u8::from(dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
-        }
+        Packet::Publish(p) => publish_flags(p),
         _ => packet_type.required_flags(),
     };
     ((packet_type as u8) << 4) | flags
+}
+
+fn publish_flags(p: &Publish) -> u8 {
+    // MQTT-3.3.1-2: DUP is 0 on QoS 0.
+    let dup = p.dup && p.qos != QoS::AtMostOnce;
+    (u8::from(dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
+}
+
+fn write_publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    write_string(buf, &p.topic, "topic name")?;
+    if p.qos != QoS::AtMostOnce {
+        // Checked in publish_len.
+        buf.put_u16(p.packet_id.map_or(0, |id| id.get()));
+    }
+    if v5 {
+        p.properties.encode(buf)?;
+    }
+    buf.put_slice(&p.payload);
+    Ok(())
 }
 
 /// The encoded size of a reason code plus properties that may both be left
@@ -178,17 +225,7 @@ fn write_body(packet: &Packet, version: Version, buf: &mut BytesMut) -> Result<(
                 buf.put_u8(c.reason_code.to_v3_connack());
             }
         }
-        Packet::Publish(p) => {
-            write_string(buf, &p.topic, "topic name")?;
-            if p.qos != QoS::AtMostOnce {
-                // Checked in publish_len.
-                buf.put_u16(p.packet_id.map_or(0, |id| id.get()));
-            }
-            if v5 {
-                p.properties.encode(buf)?;
-            }
-            buf.put_slice(&p.payload);
-        }
+        Packet::Publish(p) => write_publish(p, v5, buf)?,
         Packet::PubAck(p) => write_ack(buf, p.packet_id.get(), p.reason_code, &p.properties, v5)?,
         Packet::PubRec(p) => write_ack(buf, p.packet_id.get(), p.reason_code, &p.properties, v5)?,
         Packet::PubRel(p) => write_ack(buf, p.packet_id.get(), p.reason_code, &p.properties, v5)?,

@@ -32,7 +32,7 @@ mod wire;
 
 pub use bytestring::ByteString;
 pub use decode::{Limits, decode};
-pub use encode::{encode, encoded_len};
+pub use encode::{encode, encode_publish, encoded_len, encoded_publish_len};
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
     Auth, ConnAck, Connect, Disconnect, Packet, PacketId, PacketType, PubAck, PubComp, PubRec,

@@ -120,8 +120,11 @@ impl PacketType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Packet {
-    Connect(Connect),
-    ConnAck(ConnAck),
+    /// Boxed, as is CONNACK: rare, and far larger than the rest (a packet
+    /// is moved several times on its way; every move copies the size of
+    /// the largest variant).
+    Connect(Box<Connect>),
+    ConnAck(Box<ConnAck>),
     Publish(Publish),
     PubAck(PubAck),
     PubRec(PubRec),

@@ -220,7 +220,7 @@ impl Peer {
         match self.read_packet() {
             Packet::Connect(connect) => {
                 self.version = connect.protocol;
-                connect
+                *connect
             }
             other => panic!("expected CONNECT, got {other:?}"),
         }
@@ -300,11 +300,11 @@ fn user(name: &str, value: &str) -> UserProperty {
 }
 
 fn connack(reason_code: ReasonCode, properties: ConnAckProperties) -> Packet {
-    Packet::ConnAck(ConnAck {
+    Packet::ConnAck(Box::new(ConnAck {
         session_present: false,
         reason_code,
         properties,
-    })
+    }))
 }
 
 fn expect_publish(packet: Packet) -> Publish {

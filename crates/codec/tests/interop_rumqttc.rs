@@ -113,7 +113,7 @@ fn from_v4(packet: &r4::Packet) -> Packet {
             assert_eq!(c.protocol, Protocol::V4);
             // rumqttc has no "absent" user name or password: it treats "" as absent.
             let login = c.login.as_ref();
-            Packet::Connect(Connect {
+            Packet::Connect(Box::new(Connect {
                 protocol: V311,
                 clean_start: c.clean_session,
                 keep_alive: c.keep_alive,
@@ -128,9 +128,9 @@ fn from_v4(packet: &r4::Packet) -> Packet {
                 }),
                 username: login.filter(|l| !l.username.is_empty()).map(|l| l.username.as_str().into()),
                 password: login.filter(|l| !l.password.is_empty()).map(|l| l.password.clone().into()),
-            })
+            }))
         }
-        r4::Packet::ConnAck(c) => Packet::ConnAck(ConnAck {
+        r4::Packet::ConnAck(c) => Packet::ConnAck(Box::new(ConnAck {
             session_present: c.session_present,
             reason_code: match c.code {
                 C::Success => ReasonCode::Success,
@@ -141,7 +141,7 @@ fn from_v4(packet: &r4::Packet) -> Packet {
                 C::NotAuthorized => ReasonCode::NotAuthorized,
             },
             properties: ConnAckProperties::default(),
-        }),
+        })),
         r4::Packet::Publish(p) => Packet::Publish(Publish {
             dup: p.dup,
             qos: q4(p.qos),
@@ -351,7 +351,7 @@ macro_rules! pub_response {
 fn from_v5(packet: &r5::Packet) -> Packet {
     let sub_id = |id: usize| SubscriptionId::new(u32::try_from(id).unwrap()).unwrap();
     match packet {
-        r5::Packet::Connect(c, will, login) => Packet::Connect(Connect {
+        r5::Packet::Connect(c, will, login) => Packet::Connect(Box::new(Connect {
             protocol: V5,
             clean_start: c.clean_start,
             keep_alive: c.keep_alive,
@@ -385,8 +385,8 @@ fn from_v5(packet: &r5::Packet) -> Packet {
             // As in 3.1.1, rumqttc treats an empty user name or password as absent.
             username: login.as_ref().filter(|l| !l.username.is_empty()).map(|l| l.username.as_str().into()),
             password: login.as_ref().filter(|l| !l.password.is_empty()).map(|l| l.password.clone().into()),
-        }),
-        r5::Packet::ConnAck(c) => Packet::ConnAck(ConnAck {
+        })),
+        r5::Packet::ConnAck(c) => Packet::ConnAck(Box::new(ConnAck {
             session_present: c.session_present,
             reason_code: reason(&c.code),
             properties: props!(c.properties, |p| ConnAckProperties {
@@ -408,7 +408,7 @@ fn from_v5(packet: &r5::Packet) -> Packet {
                 authentication_data: p.authentication_data.clone(),
                 user_properties: users(&p.user_properties),
             }),
-        }),
+        })),
         r5::Packet::Publish(p) => Packet::Publish(Publish {
             dup: p.dup,
             qos: q5(p.qos),

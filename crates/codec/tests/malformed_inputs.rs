@@ -628,7 +628,7 @@ fn big_publish(version: Version) -> Packet {
 
 #[test]
 fn packet_fed_one_byte_at_a_time_appears_with_its_last_byte() {
-    let connect = Packet::Connect(Connect {
+    let connect = Packet::Connect(Box::new(Connect {
         protocol: V5,
         clean_start: true,
         keep_alive: 30,
@@ -637,7 +637,7 @@ fn packet_fed_one_byte_at_a_time_appears_with_its_last_byte() {
         will: None,
         username: Some("u".into()),
         password: None,
-    });
+    }));
     let limits = Limits::default();
     for (packet, version) in [
         (big_publish(V311), V311),

@@ -158,7 +158,7 @@ fn connect(version: Version) -> impl Strategy<Value = Packet> {
                 } else {
                     None
                 };
-                Packet::Connect(Connect {
+                Packet::Connect(Box::new(Connect {
                     protocol: version,
                     clean_start,
                     keep_alive,
@@ -167,7 +167,7 @@ fn connect(version: Version) -> impl Strategy<Value = Packet> {
                     will,
                     username,
                     password,
-                })
+                }))
             },
         )
 }
@@ -235,11 +235,11 @@ fn connack(version: Version) -> impl Strategy<Value = Packet> {
     };
     (any::<bool>(), code, connack_properties()).prop_map(
         move |(session_present, reason_code, p)| {
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present,
                 reason_code,
                 properties: if v5 { p } else { Default::default() },
-            })
+            }))
         },
     )
 }
@@ -546,6 +546,20 @@ proptest! {
         let decoded = decode(&mut buf, version, &Limits::default()).unwrap();
         prop_assert_eq!(decoded, Some(packet));
         prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn encode_publish_writes_the_bytes_of_encode(
+        (version, packet) in version().prop_flat_map(|v| publish(v).prop_map(move |p| (v, p))),
+    ) {
+        let Packet::Publish(publish) = &packet else { unreachable!() };
+        let mut whole = BytesMut::from(&b"before"[..]);
+        encode(&packet, version, &mut whole).unwrap();
+        let mut direct = BytesMut::from(&b"before"[..]);
+        let written = encode_publish(publish, version, &mut direct).unwrap();
+        prop_assert_eq!(&direct[..], &whole[..]);
+        prop_assert_eq!(written, direct.len() - 6);
+        prop_assert_eq!(encoded_publish_len(publish, version).unwrap(), written);
     }
 
     #[test]

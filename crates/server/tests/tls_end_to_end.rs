@@ -423,12 +423,12 @@ impl<W: Wire> Mqtt<W> {
     /// numbering (3.1.1 return code or 5.0 reason code). A refused client
     /// must then see the connection closed.
     fn connect(&mut self, client_id: &str, username: Option<&str>, password: Option<&str>) -> u8 {
-        self.send(&Packet::Connect(connect_packet(
+        self.send(&Packet::Connect(Box::new(connect_packet(
             self.version,
             client_id,
             username,
             password,
-        )))
+        ))))
         .unwrap();
         let ack = match self.recv() {
             Packet::ConnAck(ack) => ack,
@@ -525,12 +525,12 @@ fn refused_by_tls(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Error {
     // No verdict yet: a CONNECT must not be answered either.
     stream.sock.set_read_timeout(Some(WAIT)).unwrap();
     let mut client = Mqtt::new(stream, Version::V5);
-    if let Err(error) = client.send(&Packet::Connect(connect_packet(
+    if let Err(error) = client.send(&Packet::Connect(Box::new(connect_packet(
         Version::V5,
         "refused",
         Some("admin"),
         Some(PASSWORD),
-    ))) {
+    )))) {
         return error;
     }
     match client.try_recv() {

@@ -230,9 +230,9 @@ impl RawClient {
     /// Connects and returns the CONNACK.
     pub async fn connect(addr: SocketAddr, connect: Connect) -> (RawClient, ConnAck) {
         let mut c = RawClient::open(addr, connect.protocol).await;
-        c.send(&Packet::Connect(connect)).await;
+        c.send(&Packet::Connect(Box::new(connect))).await;
         match c.recv().await {
-            Packet::ConnAck(ack) => (c, ack),
+            Packet::ConnAck(ack) => (c, *ack),
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }

@@ -206,11 +206,11 @@ fn scram_connect(client_id: &str, method: &str, data: Option<Vec<u8>>) -> Connec
 /// server-first-message of the AUTH 0x18 answer.
 async fn start(server: &TestServer, client_id: &str, scram: &ScramClient) -> (RawClient, Vec<u8>) {
     let mut c = RawClient::open(server.mqtt, Version::V5).await;
-    c.send(&Packet::Connect(scram_connect(
+    c.send(&Packet::Connect(Box::new(scram_connect(
         client_id,
         SCRAM,
         Some(scram.client_first()),
-    )))
+    ))))
     .await;
     let data = expect_continue(&mut c).await;
     (c, data)
@@ -232,7 +232,7 @@ async fn expect_continue(c: &mut RawClient) -> Vec<u8> {
 
 async fn expect_connack(c: &mut RawClient) -> ConnAck {
     match c.recv().await {
-        Packet::ConnAck(ack) => ack,
+        Packet::ConnAck(ack) => *ack,
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }
@@ -379,7 +379,7 @@ async fn a_method_is_not_bypassed_by_a_user_name_and_password() {
     connect.username = Some("reader".into());
     connect.password = Some(bytes::Bytes::from_static(b"reader-pw"));
     let mut c = RawClient::open(server.mqtt, Version::V5).await;
-    c.send(&Packet::Connect(connect)).await;
+    c.send(&Packet::Connect(Box::new(connect))).await;
     let first = expect_continue(&mut c).await;
     let fin = scram.client_final(&first);
     c.send(&auth_packet(ReasonCode::ContinueAuthentication, SCRAM, fin))
@@ -393,7 +393,7 @@ async fn a_method_is_not_bypassed_by_a_user_name_and_password() {
     let mut connect = scram_connect("p3", SCRAM, Some(scram.client_first()));
     connect.username = Some("admin".into());
     let mut c = RawClient::open(server.mqtt, Version::V5).await;
-    c.send(&Packet::Connect(connect)).await;
+    c.send(&Packet::Connect(Box::new(connect))).await;
     let first = expect_continue(&mut c).await;
     let fin = scram.client_final(&first);
     c.send(&auth_packet(ReasonCode::ContinueAuthentication, SCRAM, fin))

@@ -101,9 +101,9 @@ async fn a_second_connect_closes_the_connection(version: Version) {
     let server = TestServer::start(SCHEMA).await;
     let (mut sub, mut publisher) = bystanders(&server).await;
     let mut c = connect(&server, version, "twice").await;
-    c.send(&Packet::Connect(RawClient::connect_packet(
+    c.send(&Packet::Connect(Box::new(RawClient::connect_packet(
         version, "twice",
-    )))
+    ))))
     .await;
     let seen = c.closed().await;
     assert_closed_with(version, &seen, ReasonCode::ProtocolError);

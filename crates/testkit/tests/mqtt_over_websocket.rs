@@ -82,9 +82,9 @@ impl WsClient {
         connect: Connect,
     ) -> (WsClient, ConnAck) {
         let mut c = WsClient::open(request, connect.protocol).await;
-        c.send(&Packet::Connect(connect)).await;
+        c.send(&Packet::Connect(Box::new(connect))).await;
         match c.recv().await {
-            Packet::ConnAck(ack) => (c, ack),
+            Packet::ConnAck(ack) => (c, *ack),
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }
@@ -258,7 +258,7 @@ async fn a_packet_may_span_frames_and_a_frame_may_carry_packets() {
     let mut ws = WsClient::open(handshake(&server, "/mqtt", &[]), Version::V5).await;
     // CONNECT one byte per frame.
     let connect = encoded(
-        &Packet::Connect(RawClient::connect_packet(Version::V5, "split")),
+        &Packet::Connect(Box::new(RawClient::connect_packet(Version::V5, "split"))),
         Version::V5,
     );
     ws.send_frames(connect.iter().map(|b| vec![*b]).collect())

@@ -190,3 +190,53 @@ async fn a_batch_larger_than_the_subscribers_queue_limit_is_paced_not_dropped() 
     assert_eq!(dropped, 0, "messages were dropped");
     server.stop().await;
 }
+
+/// Publishes message `i` on `batch/a` and waits until `sub` has it.
+async fn publish_seen(publisher: &mut RawClient, i: u32, sub: &mut RawClient) {
+    publisher.send(&message(2 * i, 0)).await;
+    assert_eq!(receive(sub, 1).await, vec![2 * i]);
+}
+
+#[tokio::test]
+async fn a_remembered_route_follows_subscription_changes() {
+    let server = TestServer::start("type T @table @export").await;
+    let mut first = subscriber(&server, "first", QoS::AtMostOnce).await;
+    let mut publisher = publisher(&server, "steady-writer").await;
+    // The same topic twice: the publisher's connection remembers its route.
+    publish_seen(&mut publisher, 0, &mut first).await;
+    publish_seen(&mut publisher, 1, &mut first).await;
+
+    // A new subscriber gets the next message.
+    let mut second = subscriber(&server, "second", QoS::AtMostOnce).await;
+    publisher.send(&message(4, 0)).await;
+    assert_eq!(receive(&mut first, 1).await, vec![4]);
+    assert_eq!(receive(&mut second, 1).await, vec![4]);
+
+    // One that unsubscribed does not.
+    first
+        .send(&Packet::Unsubscribe(Unsubscribe {
+            packet_id: PacketId::new(2).unwrap(),
+            properties: Default::default(),
+            filters: vec![TopicFilter::new("batch/#").unwrap()],
+        }))
+        .await;
+    assert!(matches!(first.recv().await, Packet::UnsubAck(_)));
+    publisher.send(&message(6, 0)).await;
+    assert_eq!(receive(&mut second, 1).await, vec![6]);
+    assert!(
+        first
+            .recv_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+
+    // A subscriber that comes back as a new session is found again.
+    second
+        .send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .await;
+    second.closed().await;
+    let mut again = subscriber(&server, "second", QoS::AtMostOnce).await;
+    publisher.send(&message(8, 0)).await;
+    assert_eq!(receive(&mut again, 1).await, vec![8]);
+    server.stop().await;
+}

@@ -131,8 +131,13 @@ async fn v311_connack_codes_on_the_wire_are_4_and_5() {
     let server = server().await;
     for (user, password, code) in [(Some("reader"), Some("bad"), 4u8), (None, None, 5u8)] {
         let mut c = RawClient::open(server.mqtt, Version::V311).await;
-        c.send(&Packet::Connect(login(Version::V311, "c", user, password)))
-            .await;
+        c.send(&Packet::Connect(Box::new(login(
+            Version::V311,
+            "c",
+            user,
+            password,
+        ))))
+        .await;
         // Read the raw CONNACK bytes: 0x20 0x02 flags code.
         let raw = c.read_raw(4).await;
         assert_eq!(raw, [0x20, 0x02, 0x00, code]);
@@ -323,9 +328,9 @@ async fn connect_from(local: &str, server: SocketAddr, connect: Connect) -> Conn
     socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
     let stream = socket.connect(server).await.unwrap();
     let mut c = RawClient::from_stream(stream, connect.protocol);
-    c.send(&Packet::Connect(connect)).await;
+    c.send(&Packet::Connect(Box::new(connect))).await;
     match c.recv_within(Duration::from_secs(30)).await {
-        Some(Packet::ConnAck(ack)) => ack,
+        Some(Packet::ConnAck(ack)) => *ack,
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }

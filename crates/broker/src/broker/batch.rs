@@ -8,11 +8,20 @@
 //! Order is kept: a subscriber's deliveries of one batch go out in the order
 //! they were routed, and a connection flushes its batch before anything it
 //! routes unbatched (QoS 1/2 publishes) and at the end of every read.
+//!
+//! A batch also remembers the route of its connection's last topic (a
+//! device mostly publishes to the same few topics): while the broker's
+//! routes generation stands still, a message to that topic reuses it
+//! without the shared state's lock or the trie (profiled: the read lock's
+//! shared counter and the match were a tenth of QoS 0 fan-in).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::{Broker, Client, Offer};
+use mqdb_codec::QoS;
+
+use super::{Broker, Client, Fit, Offer};
+use crate::message::Message;
 use crate::session::Outgoing;
 
 /// Subscribers a batch finds by searching its list; beyond this many it
@@ -31,6 +40,24 @@ pub(crate) struct Batch {
     index: Option<HashMap<usize, usize>>,
     len: usize,
     spare: Vec<VecDeque<Outgoing>>,
+    /// The route of the last topic routed twice in a row.
+    route: Option<Box<Route>>,
+    /// A hash of the last topic routed (a route is kept for a topic seen
+    /// twice in a row, not for each of a stream of different topics).
+    last_topic: u64,
+}
+
+/// Where messages to one topic go: the targets `route` computed, valid
+/// for messages of the same QoS and RETAIN, from the same publisher, while
+/// the routes generation is unchanged.
+#[derive(Debug)]
+pub(super) struct Route {
+    pub(super) generation: u64,
+    /// Owned: a slice of the read buffer would keep it alive.
+    pub(super) topic: Box<str>,
+    pub(super) qos: QoS,
+    pub(super) retain: bool,
+    pub(super) targets: Vec<(Arc<str>, Client, Fit)>,
 }
 
 /// The deliveries to one subscriber, in order.
@@ -47,6 +74,43 @@ impl Batch {
     /// Deliveries waiting.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Routes `msg` by the remembered route, if it is one for `msg` at this
+    /// `generation`; returns whether it did.
+    pub(super) fn route_cached(&mut self, msg: &Message, generation: u64) -> bool {
+        let Some(route) = self.route.take() else {
+            return false;
+        };
+        let hit = route.generation == generation
+            && route.qos == msg.qos
+            && route.retain == msg.retain
+            && *route.topic == *msg.topic.as_str();
+        if hit {
+            for (id, client, fit) in &route.targets {
+                if let Some(outgoing) = super::delivery::outgoing(msg, fit) {
+                    self.push(client, msg.origin.as_ref() == Some(id), outgoing);
+                }
+            }
+        }
+        self.route = Some(route);
+        hit
+    }
+
+    /// Whether a route computed for `msg` should be remembered: its topic
+    /// is the one routed last.
+    pub(super) fn wants_route(&mut self, msg: &Message) -> bool {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(msg.topic.as_str(), &mut hasher);
+        let h = std::hash::Hasher::finish(&hasher);
+        let again = h == self.last_topic;
+        self.last_topic = h;
+        again
+    }
+
+    /// Remembers a route.
+    pub(super) fn remember(&mut self, route: Route) {
+        self.route = Some(Box::new(route));
     }
 
     /// Adds a delivery to `client`, after every earlier one to it.
@@ -100,9 +164,11 @@ impl Broker {
     pub(crate) fn flush(&self, batch: &mut Batch) -> Vec<Client> {
         let mut paced = Vec::new();
         if batch.len == 0 {
-            // Nothing went through: an idle connection keeps no capacity.
+            // Nothing went through: an idle connection keeps no capacity,
+            // nor a route (which holds its subscribers).
             batch.groups = Vec::new();
             batch.spare = Vec::new();
+            batch.route = None;
             return paced;
         }
         batch.index = None;

@@ -12,6 +12,7 @@ use mqdb_codec::{QoS, SubscriptionId, TopicFilter, TopicName};
 use mqdb_resource::{Format, TableDef};
 use mqdb_storage::ChangeOp;
 
+use super::batch::Route;
 use super::{
     BACKPRESSURE_WAIT, Batch, Blocked, Broker, Client, ClientState, Fit, MessageIter, Offer,
     PublishDone, QOS0_HIGH_WATER, QOS0_PACE_WAIT, Routed, State,
@@ -37,10 +38,18 @@ impl Broker {
     /// QoS 0 deliveries go into it and reach the subscribers when it is
     /// flushed; everything else is delivered now.
     pub(crate) fn route(&self, msg: &Arc<Message>, mut batch: Option<&mut Batch>) -> Routed {
+        let mut routed = Routed::default();
+        if let Some(batch) = batch.as_deref_mut() {
+            let generation = self.inner.routes_gen.0.load(Ordering::Acquire);
+            if batch.route_cached(msg, generation) {
+                return routed;
+            }
+        }
         // A read lock: publishers route concurrently (profiled: a mutex
         // here was the most contended lock under fan-in).
         let state = self.inner.state.read().expect("state lock");
-        let mut routed = Routed::default();
+        // Read under the lock: the generation of the state routed by.
+        let generation = self.inner.routes_gen.0.load(Ordering::Acquire);
         // One entry per client. Most messages match a few clients: a list
         // searched in place, indexed by a map only once it grows (profiled:
         // a map per message was a tenth of routing).
@@ -86,6 +95,11 @@ impl Broker {
             entry.1 |= retain;
             entry.2.extend(sub.id);
         });
+        // A route is remembered only without shared groups (each of their
+        // messages goes to the member whose turn it is).
+        let remember = state.shares.trie.is_empty()
+            && batch.as_deref_mut().is_some_and(|b| b.wants_route(msg));
+        let mut remembered = remember.then(|| Vec::with_capacity(targets.len()));
         for (client_id, (qos, retain, ids, format)) in targets {
             if let Some(client) = state.clients.get(client_id) {
                 let fit = Fit {
@@ -95,6 +109,9 @@ impl Broker {
                     format,
                     shared: None,
                 };
+                if let Some(r) = &mut remembered {
+                    r.push((client_id.clone(), client.clone(), fit.clone()));
+                }
                 self.offer_to(
                     client_id,
                     client,
@@ -105,7 +122,16 @@ impl Broker {
                 );
             }
         }
-        self.route_shared(&state, msg, batch, &mut routed);
+        self.route_shared(&state, msg, batch.as_deref_mut(), &mut routed);
+        if let (Some(targets), Some(batch)) = (remembered, batch) {
+            batch.remember(Route {
+                generation,
+                topic: msg.topic.as_str().into(),
+                qos: msg.qos,
+                retain: msg.retain,
+                targets,
+            });
+        }
         routed
     }
 
@@ -480,7 +506,7 @@ impl Broker {
 
 /// A message as one subscriber gets it (payload in its format, its
 /// subscription identifiers, the expiry left); `None` once it expired.
-fn outgoing(msg: &Message, fit: &Fit) -> Option<Outgoing> {
+pub(super) fn outgoing(msg: &Message, fit: &Fit) -> Option<Outgoing> {
     // The clock is read only for a message that can expire (profiled: a
     // clock read per delivery was 2% of QoS 0 fan-in).
     let now = if msg.expires_at.is_some() {

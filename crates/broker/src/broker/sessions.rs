@@ -84,10 +84,7 @@ impl Broker {
                 saved_gen: 0,
                 saving: Arc::default(),
             }));
-            self.inner
-                .state
-                .write()
-                .expect("state lock")
+            self.routes_mut()
                 .clients
                 .insert(client_id.clone(), client.clone());
             for s in stored.subscriptions {
@@ -135,7 +132,7 @@ impl Broker {
     /// (section 3.1.2.11.2: the session state is discarded then).
     pub(super) fn expire_sessions(&self) {
         let now = now_ms();
-        let mut state = self.inner.state.write().expect("state lock");
+        let mut state = self.routes_mut();
         let expired: Vec<Arc<str>> = state
             .clients
             .iter()

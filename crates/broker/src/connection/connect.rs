@@ -167,7 +167,7 @@ impl Conn {
                 reason_code,
                 properties,
             };
-            self.send(&Packet::ConnAck(ack));
+            self.send(&Packet::ConnAck(Box::new(ack)));
             self.will = None;
             self.principal = None;
             return;
@@ -190,7 +190,7 @@ impl Conn {
             reason_code: ReasonCode::Success,
             properties: ack_props,
         };
-        self.send(&Packet::ConnAck(ack));
+        self.send(&Packet::ConnAck(Box::new(ack)));
         let resend = {
             let mut c = client.lock().expect("client lock");
             let window = props.receive_maximum.map_or(u16::MAX, |m| m.get());
@@ -221,11 +221,11 @@ pub(super) async fn refuse_malformed_connect<W: AsyncWrite + Unpin>(
         Some(_) => (Version::V311, ReasonCode::UnsupportedProtocolVersion),
         None => (Version::V5, e.reason_code()),
     };
-    let ack = Packet::ConnAck(ConnAck {
+    let ack = Packet::ConnAck(Box::new(ConnAck {
         session_present: false,
         reason_code: reason,
         properties: Default::default(),
-    });
+    }));
     let mut buf = BytesMut::new();
     if encode(&ack, version, &mut buf).is_ok() {
         let _ = writer.write_all(&buf).await;

@@ -97,11 +97,8 @@ impl Conn {
                 .push_back(Box::pin(async move { (p.qos == QoS::AtLeastOnce, packet) }));
             return Ok(());
         }
-        let broker = self.broker.clone();
-        let origin = self.client_id.clone();
         let declared = self.declared;
         let v5 = self.reply_style();
-        let client = client.clone();
         let qos = p.qos;
         // Submitted now, in the order received: a retained publish's write
         // is queued here (waiting only for queue space), so writes to one
@@ -117,24 +114,32 @@ impl Conn {
             self.deliver_batch().await;
             None
         };
-        let submitted = broker
-            .submit_publish(&p, Some(&origin), declared, batch)
+        // The broker and the client are borrowed, not cloned, per publish
+        // (profiled: the broker's reference count, shared by every
+        // connection, bounced between cores at 6% of QoS 0 fan-in).
+        self.received += 1;
+        let submitted = self
+            .broker
+            .submit_publish(&p, Some(&self.client_id), declared, batch)
             .await;
-        let ack = move |result| ack_for(result, qos, pid, v5, &client);
         match submitted {
             Ok(done) if self.acks.is_empty() && !p.retain => {
                 // Delivered already and nothing ahead of it: ack now.
-                let result = done.await;
-                return self.acked(qos == QoS::AtLeastOnce, ack(result));
+                let packet = ack_for(done.await, qos, pid, v5, client);
+                return self.acked(qos == QoS::AtLeastOnce, packet);
             }
             Ok(done) => {
+                let client = client.clone();
                 self.acks.push_back(Box::pin(async move {
                     let result = done.await;
-                    (qos == QoS::AtLeastOnce, ack(result))
+                    (
+                        qos == QoS::AtLeastOnce,
+                        ack_for(result, qos, pid, v5, &client),
+                    )
                 }));
             }
             Err(e) => {
-                let packet = ack(Err(e));
+                let packet = ack_for(Err(e), qos, pid, v5, client);
                 self.acks
                     .push_back(Box::pin(async move { (qos == QoS::AtLeastOnce, packet) }));
             }

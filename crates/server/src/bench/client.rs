@@ -116,7 +116,7 @@ impl Conn {
             connack_in: Duration::ZERO,
         };
         let keep_alive = u16::try_from(KEEP_ALIVE.as_secs()).unwrap_or(u16::MAX);
-        conn.queue(&Packet::Connect(Connect {
+        conn.queue(&Packet::Connect(Box::new(Connect {
             protocol: target.version,
             clean_start: true,
             keep_alive,
@@ -125,7 +125,7 @@ impl Conn {
             will: None,
             username: target.username.as_deref().map(Into::into),
             password: target.password.clone().map(Bytes::from),
-        }))?;
+        })))?;
         timeout_at(deadline, conn.flush())
             .await
             .map_err(|_| anyhow!("CONNECT not written within {HANDSHAKE_TIMEOUT:?}"))??;

@@ -176,7 +176,7 @@ async fn serve(tcp: TcpStream, tls: Option<TlsAcceptor>, ws: bool) -> Result<()>
                     version = connect.protocol;
                     let ok = connect.username.as_deref() == Some("bench")
                         && connect.password.as_deref() == Some(b"secret".as_slice());
-                    Packet::ConnAck(ConnAck {
+                    Packet::ConnAck(Box::new(ConnAck {
                         session_present: false,
                         reason_code: if ok {
                             ReasonCode::Success
@@ -184,7 +184,7 @@ async fn serve(tcp: TcpStream, tls: Option<TlsAcceptor>, ws: bool) -> Result<()>
                             ReasonCode::BadUserNameOrPassword
                         },
                         properties: Default::default(),
-                    })
+                    }))
                 }
                 Packet::PingReq => Packet::PingResp,
                 Packet::Disconnect(_) => return Ok(()),

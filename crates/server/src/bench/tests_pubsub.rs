@@ -166,11 +166,11 @@ async fn serve(tcp: TcpStream, state: Arc<Mutex<State>>) -> Result<()> {
         }
         Ok::<_, anyhow::Error>(())
     });
-    let _ = tx.send(Packet::ConnAck(ConnAck {
+    let _ = tx.send(Packet::ConnAck(Box::new(ConnAck {
         session_present: false,
         reason_code: ReasonCode::Success,
         properties: Default::default(),
-    }));
+    })));
     let result = read_loop(&mut input, rbuf, version, &tx, &state).await;
     // Its queue closes with it: the subscriptions of this connection go.
     writer.abort();

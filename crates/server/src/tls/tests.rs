@@ -552,7 +552,7 @@ where
         password: None,
     };
     let mut out = BytesMut::new();
-    encode(&Packet::Connect(connect), Version::V5, &mut out).unwrap();
+    encode(&Packet::Connect(Box::new(connect)), Version::V5, &mut out).unwrap();
     stream.write_all(&out).await.unwrap();
     let mut buf = BytesMut::new();
     let packet = tokio::time::timeout(WAIT, async {

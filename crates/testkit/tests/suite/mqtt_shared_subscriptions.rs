@@ -3,12 +3,10 @@
 //! subscribe, a leaving member's messages handed to another, record changes
 //! as a work queue, 3.1.1 clients too, and the CONNACK flag.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use mqdb_codec::*;
 use mqdb_testkit::*;
 

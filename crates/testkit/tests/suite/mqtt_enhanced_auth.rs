@@ -15,11 +15,9 @@
 //! CONNACK), and paho-mqtt 2.2 (Python) treats AUTH as an unrecognised
 //! command (a protocol error).
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt as _;
 use mqdb_broker::EventKind;
 use mqdb_codec::*;

@@ -3,9 +3,7 @@
 //! attribute, a 3.1.1 client is disconnected; nothing is stored either way
 //! and other clients are unaffected.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mqdb_codec::*;
 use mqdb_testkit::*;
 

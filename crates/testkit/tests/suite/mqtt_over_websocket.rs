@@ -11,14 +11,11 @@
 //! with authentication required); a text frame closing the
 //! connection; server shutdown closing the session. Every wait is bounded.
 
-#[macro_use]
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::BytesMut;
-use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 use mqdb_codec::*;
 use mqdb_resource::{Format, Roles, Value};

@@ -7,13 +7,11 @@
 //! it. The script is `tests/paho/ws_client.py`; every wait is bounded and
 //! the Python process is killed if the test gives up on it.
 
-mod common;
-
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use mqdb_codec::*;
 use mqdb_testkit::*;
 use tokio::sync::mpsc;

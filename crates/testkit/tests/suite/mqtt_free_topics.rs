@@ -2,10 +2,7 @@
 //! their retained messages stored; with `free_topics: false` they are
 //! refused (v5: a reason code, 3.1.1: the connection is closed).
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::common::*;
 use mqdb_broker::BrokerConfig;
 use mqdb_codec::*;
 use mqdb_testkit::*;

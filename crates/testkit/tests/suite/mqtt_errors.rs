@@ -4,10 +4,7 @@
 //! unacknowledged QoS 1/2 publishes than the Receive Maximum get 0x93, and
 //! every other client keeps working.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::common::*;
 use mqdb_broker::BrokerConfig;
 use mqdb_codec::*;
 use mqdb_testkit::*;

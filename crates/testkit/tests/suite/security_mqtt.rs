@@ -2,13 +2,11 @@
 //! server events (SPEC §6): exact CONNACK, SUBACK and PUBACK codes, closed
 //! connections, the login throttle, `$SYS/events/...` and the Rust stream.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt as _;
 use mqdb_broker::{EventKind, Transport};
 use mqdb_codec::*;

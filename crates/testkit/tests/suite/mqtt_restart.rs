@@ -4,10 +4,8 @@
 //! free topic's retained message, also after a restart; a graceful stop
 //! sends v5 clients DISCONNECT 0x8B and releases the store.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use mqdb_codec::*;
 use mqdb_testkit::*;
 

@@ -5,12 +5,9 @@
 //! not stored; REST writes reach MQTT subscribers; query subscriptions;
 //! cross-table filters; no-local.
 
-#[macro_use]
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use mqdb_codec::*;
 use mqdb_testkit::*;
 

@@ -5,10 +5,7 @@
 //! acknowledge (after a reconnect and after a restart), and the client's
 //! Receive Maximum honoured by the server.
 
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::common::*;
 use mqdb_codec::*;
 use mqdb_testkit::*;
 

@@ -3,12 +3,10 @@
 //! response information, request problem information, server reference and
 //! quota exceeded, each over real sockets.
 
-mod common;
-
 use std::num::{NonZeroU16, NonZeroU32};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use mqdb_broker::BrokerConfig;
 use mqdb_codec::*;
 use mqdb_testkit::*;

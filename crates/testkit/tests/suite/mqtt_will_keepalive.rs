@@ -3,13 +3,10 @@
 //! and will delay (5.0); a silent client is closed after 1.5 x keep-alive
 //! (v5: DISCONNECT 0x8D), and its will is published.
 
-#[macro_use]
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use mqdb_codec::*;
 use mqdb_testkit::*;
 

@@ -2,11 +2,9 @@
 //! versions, session expiry, client-id take-over, server-assigned client
 //! ids and the 3.1.1 refusal of an empty client id without a clean session.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use mqdb_codec::*;
 use mqdb_testkit::*;
 

@@ -4,9 +4,7 @@
 //! maps are detected without a content type, and anything that is not a
 //! map is a binary record delivered byte for byte.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mqdb_codec::*;
 use mqdb_resource::{Format, Value};
 use mqdb_testkit::*;

@@ -83,6 +83,8 @@ fn resource_status(e: &ResourceError) -> StatusCode {
         ResourceError::Storage(StorageError::Poisoned(_) | StorageError::Closed) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
+        // RFC 4918: the server cannot store what the request needs.
+        ResourceError::Storage(StorageError::Full(_)) => StatusCode::INSUFFICIENT_STORAGE,
         ResourceError::Storage(StorageError::Rejected(_)) => StatusCode::UNPROCESSABLE_ENTITY,
         ResourceError::Storage(StorageError::InvalidKey(_)) => StatusCode::BAD_REQUEST,
         e if e.is_client_error() => StatusCode::BAD_REQUEST,

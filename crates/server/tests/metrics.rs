@@ -8,22 +8,9 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_in_prometheus_format() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("mqdb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\npath = {}\n[mqtt]\nhost = \"127.0.0.1\"\nport = 0\nrequire_authentication = false\n\
-             [http]\nhost = \"127.0.0.1\"\nport = 0\nrequire_authentication = false\n",
-            toml_str(&dir.path().join("data"))
-        ),
-    )
-    .unwrap();
-    let mut server = Server::start(mqdb(dir.path()).args(["serve", "--config"]).arg(&config));
-    let http = server.logged_address("HTTP (REST) listening");
-    server.wait_for_line("ready");
-    let resp = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .unwrap();
+    let config = open_config(dir.path(), &dir.path().join("data"));
+    let (mut server, _, base) = start_server(dir.path(), &config);
+    let resp = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert!(
         resp.headers()["content-type"]

@@ -23,27 +23,12 @@ const SCHEMA: &str = "type Item @table @export { id: ID @primaryKey  n: Int  wri
 
 fn setup(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("schema.graphql"), SCHEMA).unwrap();
-    let config = dir.join("mqdb.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\npath = {}\n\
-             [mqtt]\nhost = \"127.0.0.1\"\nport = 0\nrequire_authentication = false\n\
-             [http]\nhost = \"127.0.0.1\"\nport = 0\nrequire_authentication = false\n",
-            toml_str(&dir.join("data"))
-        ),
-    )
-    .unwrap();
-    config
+    open_config(dir, &dir.join("data"))
 }
 
 /// A started server: (process, MQTT address, REST base URL).
 fn start(dir: &Path, config: &Path) -> (Server, SocketAddr, String) {
-    let mut server = Server::start(mqdb(dir).args(["serve", "--config"]).arg(config));
-    let mqtt = server.logged_address("MQTT listening");
-    let http = server.logged_address("HTTP (REST) listening");
-    server.wait_for_line("ready; waiting");
-    (server, mqtt, format!("http://{http}"))
+    start_server(dir, config)
 }
 
 // ---- a minimal MQTT 3.1.1 client -------------------------------------------

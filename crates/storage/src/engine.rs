@@ -58,6 +58,13 @@ pub trait Engine: Send + Sync + 'static {
     /// About how many entries `space` holds (cheap; may count overwritten
     /// and deleted entries not yet compacted away).
     fn approximate_len(&self, space: Space) -> u64;
+
+    /// Bytes free for the store on its device, if the engine knows (the
+    /// writer keeps a reserve: below it, writes are refused before they
+    /// reach the disk).
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The fjall engine.
@@ -157,9 +164,7 @@ impl Engine for FjallEngine {
                 BatchOp::Remove(space, k) => batch.remove(self.space(space), k),
             }
         }
-        batch
-            .commit()
-            .map_err(|e| StorageError::Poisoned(e.to_string()))?;
+        batch.commit()?;
         // fdatasync of the journal: it is appended to, so the size metadata it
         // needs is flushed too; the rest of the inode is irrelevant here.
         let mode = if sync {
@@ -167,13 +172,17 @@ impl Engine for FjallEngine {
         } else {
             PersistMode::Buffer
         };
-        self.db
-            .persist(mode)
-            .map_err(|e| StorageError::Poisoned(e.to_string()))
+        Ok(self.db.persist(mode)?)
     }
 
     fn approximate_len(&self, space: Space) -> u64 {
         self.space(space).approximate_len() as u64
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        // What an unprivileged process may use (f_bavail), not what root may.
+        let stat = rustix::fs::statvfs(&self.path).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     fn flush(&self) -> Result<(), StorageError> {

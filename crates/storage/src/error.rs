@@ -10,8 +10,14 @@ pub enum StorageError {
     Engine(String),
     /// A previous commit or fsync failed; nothing more is written until the
     /// process restarts and recovers from the journal.
-    #[error("storage refuses writes after an earlier failure to persist: {0}")]
+    #[error("storage refuses writes after a failure to persist: {0}")]
     Poisoned(String),
+    /// The disk is (nearly) full. Below the free-space reserve a write is
+    /// refused before anything is written, and writes resume once space is
+    /// freed; a commit that still hits "no space left" poisons the store
+    /// like any failed commit (refused until restart).
+    #[error("storage full: {0}")]
+    Full(String),
     /// Bytes on disk that this version cannot read.
     #[error("unreadable {what} (format byte {format}): written by a newer or corrupt mqdb")]
     Format {
@@ -33,6 +39,57 @@ pub enum StorageError {
 
 impl From<fjall::Error> for StorageError {
     fn from(e: fjall::Error) -> Self {
-        StorageError::Engine(e.to_string())
+        if disk_full(&e) {
+            StorageError::Full(format!(
+                "no space left on the device ({e}); writes are refused until space is freed and mqdb restarts"
+            ))
+        } else {
+            StorageError::Engine(e.to_string())
+        }
+    }
+}
+
+/// Whether an engine error comes from a full disk or an exhausted quota
+/// (ENOSPC, EDQUOT), found by walking its sources down to the I/O error.
+fn disk_full(e: &fjall::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) {
+                return true;
+            }
+        }
+        current = err.source();
+    }
+    // Errors of the LSM tree inside fjall do not expose their I/O source;
+    // their debug form names the kind.
+    let debug = format!("{e:?}");
+    debug.contains("StorageFull") || debug.contains("QuotaExceeded")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_error_from_a_full_disk_is_told_apart() {
+        for kind in [
+            std::io::ErrorKind::StorageFull,
+            std::io::ErrorKind::QuotaExceeded,
+        ] {
+            let e = StorageError::from(fjall::Error::Io(std::io::Error::from(kind)));
+            assert!(matches!(e, StorageError::Full(_)), "{kind:?}: {e:?}");
+            assert!(
+                e.to_string().starts_with("storage full: no space left"),
+                "{e}"
+            );
+        }
+        let other = StorageError::from(fjall::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::PermissionDenied,
+        )));
+        assert!(matches!(other, StorageError::Engine(_)), "{other:?}");
     }
 }

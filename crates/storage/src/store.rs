@@ -5,7 +5,7 @@
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -35,6 +35,8 @@ pub struct StoreConfig {
 const QUEUE: usize = 4_096;
 /// Changes buffered for slow feed receivers before they must catch up from the log.
 const FEED_CAPACITY: usize = 16_384;
+/// How long closing the store waits for its memtables to be flushed.
+const CLOSE_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A handle to the store. Cheap to clone; the writer stops when the last
 /// handle is dropped.
@@ -50,6 +52,9 @@ struct Inner {
     last_seq: Arc<AtomicU64>,
     node: NodeId,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// A commit failed (the writer refuses writes): nothing is flushed at
+    /// close.
+    poisoned: Arc<AtomicBool>,
 }
 
 impl Drop for Inner {
@@ -62,8 +67,35 @@ impl Drop for Inner {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
-        if let Err(e) = self.engine.flush() {
-            tracing::warn!(error = %e, "flushing the store at close failed; the journal still has every commit");
+        if self.poisoned.load(Ordering::Acquire) {
+            // The flush would fail (a full disk) or wait for a background
+            // flush that crashed; the journal has every acknowledged commit.
+            tracing::warn!(
+                "not flushing the store at close after a failed commit; the journal has every acknowledged write"
+            );
+            return;
+        }
+        // Bounded: a flush that cannot finish (the disk filled up meanwhile
+        // and fjall's flush worker stopped) must not keep the process from
+        // exiting; the journal has every commit either way.
+        let engine = self.engine.clone();
+        let (done, flushed) = std::sync::mpsc::channel();
+        let flushing = std::thread::Builder::new()
+            .name("mqdb-close".into())
+            .spawn(move || {
+                let _ = done.send(engine.flush());
+            });
+        match flushing.map(|_| flushed.recv_timeout(CLOSE_FLUSH_WAIT)) {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "flushing the store at close failed; the journal still has every commit");
+            }
+            Ok(Err(_)) => {
+                tracing::warn!(waited = ?CLOSE_FLUSH_WAIT, "flushing the store at close did not finish; the journal still has every commit");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the close flush; the journal still has every commit");
+            }
         }
     }
 }
@@ -122,6 +154,7 @@ impl Store {
             None => (0, 0),
         };
         let last_seq = Arc::new(AtomicU64::new(last_seq));
+        let poisoned = Arc::new(AtomicBool::new(false));
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         let (writes, rx) = mpsc::channel(QUEUE);
         let writer = Writer {
@@ -133,6 +166,8 @@ impl Store {
             feed: feed.clone(),
             last_seq: last_seq.clone(),
             poisoned: None,
+            poisoned_flag: poisoned.clone(),
+            low_space: false,
         };
         let writer = std::thread::Builder::new()
             .name("mqdb-writer".into())
@@ -145,6 +180,7 @@ impl Store {
             last_seq,
             node,
             writer: Some(writer),
+            poisoned,
         };
         Ok(Store {
             inner: Arc::new(inner),

@@ -10,13 +10,14 @@
 //!
 //! Last-writer-wins on (hlc, node) is decided here, so local and replicated
 //! writes follow one rule. After a failed commit or fsync the writer refuses
-//! every later write (`StorageError::Poisoned`): what is on disk is then
+//! every later write (`StorageError::Poisoned`, or `Full` when the disk is
+//! full): what is on disk is then
 //! whatever the journal recovers on restart, and nothing is acknowledged that
 //! might not be there.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -33,6 +34,11 @@ use crate::types::{Change, Decision, Mutation, Record, WriteOp, WriteOutcome};
 pub(crate) const MAX_OPS: usize = 1_000;
 /// Most payload bytes in one commit (a request is never split).
 pub(crate) const MAX_BYTES: usize = 1 << 20;
+/// Free space the writer keeps on the data directory's device: below it,
+/// writes (other than deletes) are refused before reaching the disk, so a
+/// full disk neither fails a commit half-way nor leaves the LSM tree without
+/// room to flush its memtables (32 MiB covers a flush of all of them).
+pub(crate) const MIN_FREE_BYTES: u64 = 32 << 20;
 
 pub(crate) type Reply = oneshot::Sender<Result<Vec<WriteOutcome>, StorageError>>;
 
@@ -50,7 +56,13 @@ pub(crate) struct Writer {
     pub(crate) sync: bool,
     pub(crate) feed: broadcast::Sender<Arc<Change>>,
     pub(crate) last_seq: Arc<AtomicU64>,
-    pub(crate) poisoned: Option<String>,
+    /// Set by a failed commit: what every later write is refused with.
+    pub(crate) poisoned: Option<StorageError>,
+    /// Raised with `poisoned`, for the store's close (which then does not
+    /// try to flush: the flush would fail or wait forever).
+    pub(crate) poisoned_flag: Arc<AtomicBool>,
+    /// Free space was below the reserve at the last commit (logged on change).
+    pub(crate) low_space: bool,
 }
 
 /// The mutations of one commit, keyed so that a key written twice in the
@@ -109,10 +121,14 @@ impl Writer {
     }
 
     fn commit_group(&mut self, requests: Vec<Request>) {
-        if let Some(why) = &self.poisoned {
+        if let Some(refused) = &self.poisoned {
             for r in requests {
-                let _ = r.reply.send(Err(StorageError::Poisoned(why.clone())));
+                let _ = r.reply.send(Err(refused.clone()));
             }
+            return;
+        }
+        let requests = self.refuse_below_reserve(requests);
+        if requests.is_empty() {
             return;
         }
         let first_seq = self.next_seq;
@@ -146,11 +162,17 @@ impl Writer {
         let changes = std::mem::take(&mut pending.changes);
         if !changes.is_empty() {
             if let Err(e) = self.engine.commit(pending.into_ops(), self.sync) {
-                let why = e.to_string();
-                tracing::error!(error = %why, "commit failed: refusing further writes");
-                self.poisoned = Some(why.clone());
+                // A full disk keeps its own error (callers can tell it
+                // apart); anything else poisons the store.
+                let refused = match e {
+                    StorageError::Full(_) => e,
+                    other => StorageError::Poisoned(other.to_string()),
+                };
+                tracing::error!(error = %refused, "commit failed: refusing further writes until restart");
+                self.poisoned = Some(refused.clone());
+                self.poisoned_flag.store(true, Ordering::Release);
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(StorageError::Poisoned(why.clone())));
+                    let _ = reply.send(Err(refused.clone()));
                 }
                 return;
             }
@@ -165,6 +187,43 @@ impl Writer {
         for (reply, outcomes) in replies {
             let _ = reply.send(Ok(outcomes));
         }
+    }
+
+    /// Refuses, before anything is written, the requests that would add
+    /// data while the device has less than `MIN_FREE_BYTES` free (deletes
+    /// still pass: they are how space is given back); returns the rest.
+    fn refuse_below_reserve(&mut self, requests: Vec<Request>) -> Vec<Request> {
+        let free = self.engine.free_space();
+        let low = free.is_some_and(|f| f < MIN_FREE_BYTES);
+        if low != self.low_space {
+            self.low_space = low;
+            match free {
+                Some(f) if low => tracing::error!(
+                    free_mib = f >> 20,
+                    reserve_mib = MIN_FREE_BYTES >> 20,
+                    "the data directory's device is nearly full: refusing writes until space is freed"
+                ),
+                _ => tracing::warn!("free space is back above the reserve: accepting writes again"),
+            }
+        }
+        if !low {
+            return requests;
+        }
+        let why = format!(
+            "{} MiB free on the data directory's device, below the {} MiB reserve; nothing was written, and writes resume once space is freed",
+            free.unwrap_or(0) >> 20,
+            MIN_FREE_BYTES >> 20
+        );
+        let (deletes, refused): (Vec<Request>, Vec<Request>) =
+            requests.into_iter().partition(|r| {
+                r.ops
+                    .iter()
+                    .all(|op| matches!(op.mutation, Mutation::Delete))
+            });
+        for r in refused {
+            let _ = r.reply.send(Err(StorageError::Full(why.clone())));
+        }
+        deletes
     }
 
     fn current(&self, key: &[u8], pending: &Pending) -> Result<Option<StoredRecord>, StorageError> {

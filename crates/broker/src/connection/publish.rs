@@ -4,6 +4,7 @@
 
 use mqdb_codec::{Disconnect, Packet, PacketId, PubAck, PubRec, Publish, QoS, ReasonCode};
 use mqdb_resource::ResourceError;
+use mqdb_storage::StorageError;
 
 use super::{Close, Conn, ReplyStyle, connect};
 use crate::broker::{Client, PublishError};
@@ -180,6 +181,10 @@ fn ack_for(
         }
         Err(PublishError::Resource(ResourceError::Malformed(_))) => {
             ReasonCode::PayloadFormatInvalid
+        }
+        // A full disk is a limit reached, not a fault of this message.
+        Err(PublishError::Resource(ResourceError::Storage(StorageError::Full(_)))) => {
+            ReasonCode::QuotaExceeded
         }
         Err(PublishError::Resource(e)) if e.is_client_error() => ReasonCode::PayloadFormatInvalid,
         Err(PublishError::NotAuthorized(_)) => ReasonCode::NotAuthorized,

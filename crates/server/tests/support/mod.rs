@@ -76,6 +76,34 @@ pub(crate) fn toml_str(path: &Path) -> String {
     toml::Value::String(path.to_str().unwrap().to_owned()).to_string()
 }
 
+/// Writes `dir/mqdb.toml`: data in `data`, MQTT and REST on loopback
+/// ephemeral ports, authentication off (the schema, if any, is
+/// `dir/schema.graphql`, found from the working directory).
+pub(crate) fn open_config(dir: &Path, data: &Path) -> std::path::PathBuf {
+    let config = dir.join("mqdb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\npath = {}\n\
+             [mqtt]\nhost = \"127.0.0.1\"\nport = 0\nrequire_authentication = false\n\
+             [http]\nhost = \"127.0.0.1\"\nport = 0\nrequire_authentication = false\n",
+            toml_str(data)
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Starts `mqdb serve --config config` in `dir` and waits until it is
+/// ready: (process, MQTT address, REST base URL).
+pub(crate) fn start_server(dir: &Path, config: &Path) -> (Server, std::net::SocketAddr, String) {
+    let mut server = Server::start(mqdb(dir).args(["serve", "--config"]).arg(config));
+    let mqtt = server.logged_address("MQTT listening");
+    let http = server.logged_address("HTTP (REST) listening");
+    server.wait_for_line("ready; waiting");
+    (server, mqtt, format!("http://{http}"))
+}
+
 /// A running `mqdb serve` whose log lines arrive on a channel.
 pub(crate) struct Server {
     pub(crate) child: Child,

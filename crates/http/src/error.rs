@@ -2,8 +2,9 @@
 //! `{"error": "<message>", "status": <code>}`.
 //!
 //! Client mistakes are 4xx and say what is wrong; failures of the server
-//! are 5xx: 503 while the store refuses writes or is closing, else 500 with
-//! a generic message (the detail goes to the log, not to the client).
+//! are 5xx: 507 while the disk is (nearly) full, 503 while the store
+//! refuses writes or is closing, else 500 with a generic message (the
+//! detail goes to the log, not to the client).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -20,8 +20,9 @@
 //! (with `Allow`); 406 when no acceptable representation exists; 413 over
 //! [`MAX_BODY`]; 415 for a PATCH body that is not JSON, CBOR or MessagePack;
 //! 422 for a well-formed request that cannot apply (patching a binary
-//! record, a binary body for a typed table); 503 while the store refuses
-//! writes; 500 only for failures of the server itself.
+//! record, a binary body for a typed table); 507 while the disk is (nearly)
+//! full; 503 while the store refuses writes; 500 only for failures of the
+//! server itself.
 //!
 //! Every rule about records (primary key, validation, indexes, the change
 //! feed) lives in `mqdb-resource`; this crate only maps HTTP onto it: paths

@@ -294,7 +294,7 @@ impl Routed {
     /// it is the publisher itself: a publisher never waits for its own
     /// queue (its task is the one that empties it).
     fn pace(&mut self, msg: &Message, id: &Arc<str>, client: Client) {
-        if msg.origin.as_ref() != Some(id) {
+        if !msg.is_from(id) {
             self.paced.push(client);
         }
     }

@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
 use mqdb_codec::{
-    Connect, Disconnect, Limits, Packet, Publish, ReasonCode, Version, decode, encode,
+    Connect, Disconnect, EncodeError, Limits, Packet, Publish, ReasonCode, Version, decode, encode,
     encode_publish, encoded_len, encoded_publish_len,
 };
 use mqdb_resource::Format;
@@ -273,16 +273,13 @@ impl Conn {
     }
 
     /// Queues a packet for the next write, unless it exceeds the client's
-    /// Maximum Packet Size (MQTT-3.1.2-25: such a packet is discarded).
+    /// Maximum Packet Size.
     fn send(&mut self, packet: &Packet) {
         if let Packet::Publish(p) = packet {
             return self.send_publish(p);
         }
-        if let Some(max) = self.client_max_packet {
-            if encoded_len(packet, self.version).is_ok_and(|len| len > max as usize) {
-                tracing::debug!(client = %self.client_id, "dropping a packet larger than the client accepts");
-                return;
-            }
+        if self.over_client_max(|| encoded_len(packet, self.version)) {
+            return;
         }
         if let Err(e) = encode(packet, self.version, &mut self.wbuf) {
             tracing::warn!(client = %self.client_id, error = %e, "cannot encode an outgoing packet");
@@ -295,19 +292,29 @@ impl Conn {
     fn send_publish(&mut self, publish: &Publish) {
         let aliased = self.aliases_out.apply(publish);
         let p = aliased.as_ref().unwrap_or(publish);
-        if let Some(max) = self.client_max_packet {
-            if encoded_publish_len(p, self.version).is_ok_and(|len| len > max as usize) {
-                tracing::debug!(client = %self.client_id, "dropping a packet larger than the client accepts");
-                if aliased.is_some() {
-                    // The client never learns this mapping: forget it.
-                    self.aliases_out.forget(p.properties.topic_alias);
-                }
-                return;
+        if self.over_client_max(|| encoded_publish_len(p, self.version)) {
+            if aliased.is_some() {
+                // The client never learns this mapping: forget it.
+                self.aliases_out.forget(p.properties.topic_alias);
             }
+            return;
         }
         if let Err(e) = encode_publish(p, self.version, &mut self.wbuf) {
             tracing::warn!(client = %self.client_id, error = %e, "cannot encode an outgoing packet");
         }
+    }
+
+    /// Whether a packet of the size `len` gives exceeds the client's Maximum
+    /// Packet Size (MQTT-3.1.2-25: such a packet is discarded). The size is
+    /// computed only when the client set one.
+    fn over_client_max(&self, len: impl FnOnce() -> Result<usize, EncodeError>) -> bool {
+        let over = self
+            .client_max_packet
+            .is_some_and(|max| len().is_ok_and(|len| len > max as usize));
+        if over {
+            tracing::debug!(client = %self.client_id, "dropping a packet larger than the client accepts");
+        }
+        over
     }
 
     async fn flush<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> Result<(), Close> {

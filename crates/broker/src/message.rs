@@ -134,6 +134,12 @@ impl Message {
         }
     }
 
+    /// Whether the client `client_id` published it (No Local; a publisher
+    /// is never paced by its own queue).
+    pub fn is_from(&self, client_id: &Arc<str>) -> bool {
+        self.origin.as_ref() == Some(client_id)
+    }
+
     /// Whether the message has expired at `now_ms`.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expires_at.is_some_and(|at| at <= now_ms)

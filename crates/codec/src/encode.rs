@@ -18,22 +18,16 @@ use crate::wire::{MAX_VAR_INT, var_int_len, write_binary, write_string, write_va
 /// Appends the encoding of `packet` for a `version` connection to `buf`.
 /// Returns the number of bytes written.
 pub fn encode(packet: &Packet, version: Version, buf: &mut BytesMut) -> Result<usize, EncodeError> {
-    let start = buf.len();
-    let result = encode_inner(packet, version, buf);
-    if result.is_err() {
-        buf.truncate(start);
-    }
-    result.map(|()| buf.len() - start)
+    let body = body_len(packet, version)?;
+    framed(buf, first_byte(packet), body, |buf| {
+        write_body(packet, version, buf)
+    })
 }
 
 /// The size of the encoded packet, fixed header included: what a sender
 /// compares with the receiver's Maximum Packet Size (MQTT-3.1.2-24).
 pub fn encoded_len(packet: &Packet, version: Version) -> Result<usize, EncodeError> {
-    let body = body_len(packet, version)?;
-    if body > MAX_VAR_INT {
-        return Err(EncodeError::PacketTooLarge(body));
-    }
-    Ok(1 + var_int_len(body) + body)
+    framed_len(body_len(packet, version)?)
 }
 
 /// Appends the encoding of a PUBLISH: the same bytes as [`encode`] of
@@ -45,38 +39,43 @@ pub fn encode_publish(
     buf: &mut BytesMut,
 ) -> Result<usize, EncodeError> {
     let v5 = version == Version::V5;
-    let body = publish_len(publish, v5)?;
-    if body > MAX_VAR_INT {
-        return Err(EncodeError::PacketTooLarge(body));
-    }
-    let start = buf.len();
-    buf.reserve(1 + var_int_len(body) + body);
-    buf.put_u8(((PacketType::Publish as u8) << 4) | publish_flags(publish));
-    let result = write_var_int(buf, body).and_then(|()| write_publish(publish, v5, buf));
-    if result.is_err() {
-        buf.truncate(start);
-    }
-    result.map(|()| buf.len() - start)
+    let first = ((PacketType::Publish as u8) << 4) | publish_flags(publish);
+    framed(buf, first, publish_len(publish, v5)?, |buf| {
+        write_publish(publish, v5, buf)
+    })
 }
 
 /// [`encoded_len`] of a PUBLISH.
 pub fn encoded_publish_len(publish: &Publish, version: Version) -> Result<usize, EncodeError> {
-    let body = publish_len(publish, version == Version::V5)?;
+    framed_len(publish_len(publish, version == Version::V5)?)
+}
+
+/// The size of a packet with a `body`-byte body, fixed header included.
+fn framed_len(body: usize) -> Result<usize, EncodeError> {
     if body > MAX_VAR_INT {
         return Err(EncodeError::PacketTooLarge(body));
     }
     Ok(1 + var_int_len(body) + body)
 }
 
-fn encode_inner(packet: &Packet, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    let body = body_len(packet, version)?;
-    if body > MAX_VAR_INT {
-        return Err(EncodeError::PacketTooLarge(body));
+/// Appends a packet: its first byte, the body length, then the body that
+/// `write_body` writes (with the buffer reserved once). On error nothing is
+/// left in the buffer. Returns the number of bytes written.
+fn framed(
+    buf: &mut BytesMut,
+    first: u8,
+    body: usize,
+    write_body: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<usize, EncodeError> {
+    let len = framed_len(body)?;
+    let start = buf.len();
+    buf.reserve(len);
+    buf.put_u8(first);
+    let result = write_var_int(buf, body).and_then(|()| write_body(buf));
+    if result.is_err() {
+        buf.truncate(start);
     }
-    buf.reserve(1 + var_int_len(body) + body);
-    buf.put_u8(first_byte(packet));
-    write_var_int(buf, body)?;
-    write_body(packet, version, buf)
+    result.map(|()| buf.len() - start)
 }
 
 fn first_byte(packet: &Packet) -> u8 {

@@ -88,9 +88,7 @@ impl Batch {
             && *route.topic == *msg.topic.as_str();
         if hit {
             for (id, client, fit) in &route.targets {
-                if let Some(outgoing) = super::delivery::outgoing(msg, fit) {
-                    self.push(client, msg.origin.as_ref() == Some(id), outgoing);
-                }
+                self.offer(id, client, msg, fit);
             }
         }
         self.route = Some(route);
@@ -113,8 +111,22 @@ impl Batch {
         self.route = Some(Box::new(route));
     }
 
+    /// Adds the delivery of `msg` to the client `client_id` (unless it
+    /// expired), after every earlier one to that client.
+    pub(super) fn offer(
+        &mut self,
+        client_id: &Arc<str>,
+        client: &Client,
+        msg: &Message,
+        fit: &Fit,
+    ) {
+        if let Some(outgoing) = super::delivery::outgoing(msg, fit) {
+            self.push(client, msg.is_from(client_id), outgoing);
+        }
+    }
+
     /// Adds a delivery to `client`, after every earlier one to it.
-    pub(super) fn push(&mut self, client: &Client, own: bool, outgoing: Outgoing) {
+    fn push(&mut self, client: &Client, own: bool, outgoing: Outgoing) {
         self.len += 1;
         // A few subscribers (the usual case) are found by a linear search,
         // more through an index built once they outgrow it.

@@ -56,7 +56,7 @@ impl Broker {
         let mut targets: Vec<(&Arc<str>, Target)> = Vec::new();
         let mut index: Option<HashMap<&Arc<str>, usize>> = None;
         state.trie.matches(&msg.topic, |(client, _), sub| {
-            if sub.options.no_local && msg.origin.as_ref() == Some(client) {
+            if sub.options.no_local && msg.is_from(client) {
                 return;
             }
             let qos = msg.qos.min(sub.options.qos);
@@ -148,10 +148,7 @@ impl Broker {
         routed: &mut Routed,
     ) {
         if let Some(batch) = batch.filter(|_| fit.qos == QoS::AtMostOnce) {
-            if let Some(outgoing) = outgoing(msg, &fit) {
-                let own = msg.origin.as_ref() == Some(client_id);
-                batch.push(client, own, outgoing);
-            }
+            batch.offer(client_id, client, msg, &fit);
             return;
         }
         match self.deliver(client, msg, &fit, false) {
